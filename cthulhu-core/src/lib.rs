@@ -1,0 +1,20 @@
+//! # cthulhu-core
+//!
+//! The protocol-independent heart of Cthulhu: the media model ([`model`]), codec
+//! configuration parsing ([`codec`]), container formats ([`format`]), the stream
+//! [`hub`] with its GOP cache and bounded per-subscriber queues, the destination
+//! [`supervisor`] and the [`policy`] seams (authorization and routing).
+//!
+//! This crate opens no sockets and no files.
+
+pub mod codec;
+pub mod error;
+pub mod format;
+pub mod model;
+pub mod supervisor;
+
+pub use error::ModelError;
+pub use model::{
+    Codec, CodecDetails, CodecId, Frame, FrameFlags, MediaKind, MetaValue, RtmpTimeUnwrapper,
+    StreamInfo, StreamPath, Timestamp, TrackId, TrackInfo,
+};
