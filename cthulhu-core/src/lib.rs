@@ -8,13 +8,19 @@
 //! This crate opens no sockets and no files.
 
 pub mod codec;
+pub mod component;
 pub mod error;
 pub mod format;
+pub mod hub;
 pub mod model;
+pub mod policy;
 pub mod supervisor;
 
+pub use component::{ComponentError, Sink, Source};
 pub use error::ModelError;
+pub use hub::{Hub, HubConfig, HubError, Publisher, StreamEvent, Subscriber};
 pub use model::{
     Codec, CodecDetails, CodecId, Frame, FrameFlags, MediaKind, MetaValue, RtmpTimeUnwrapper,
     StreamInfo, StreamPath, Timestamp, TrackId, TrackInfo,
 };
+pub use policy::{AccessRequest, Action, Decision, Protocol, Route, Router, Secret, StaticRouter};

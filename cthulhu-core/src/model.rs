@@ -25,9 +25,9 @@ pub struct StreamPath(Arc<str>);
 impl StreamPath {
     /// Parses and validates `app/name`.
     pub fn new(path: &str) -> Result<Self, ModelError> {
-        let (app, name) = path
-            .split_once('/')
-            .ok_or_else(|| ModelError::InvalidPath(format!("{path:?} is not of the form app/name")))?;
+        let (app, name) = path.split_once('/').ok_or_else(|| {
+            ModelError::InvalidPath(format!("{path:?} is not of the form app/name"))
+        })?;
         Self::from_parts(app, name)
     }
 
@@ -56,10 +56,14 @@ impl StreamPath {
 
 fn validate_segment(seg: &str, what: &str) -> Result<(), ModelError> {
     if seg.is_empty() || seg.len() > 128 {
-        return Err(ModelError::InvalidPath(format!("{what} must be 1 to 128 characters")));
+        return Err(ModelError::InvalidPath(format!(
+            "{what} must be 1 to 128 characters"
+        )));
     }
     if seg == "." || seg == ".." {
-        return Err(ModelError::InvalidPath(format!("{what} may not be {seg:?}")));
+        return Err(ModelError::InvalidPath(format!(
+            "{what} may not be {seg:?}"
+        )));
     }
     if let Some(c) = seg
         .chars()
@@ -471,7 +475,15 @@ mod tests {
         let p = StreamPath::new("live/studio").unwrap();
         assert_eq!(p.app(), "live");
         assert_eq!(p.name(), "studio");
-        for bad in ["live", "live/", "/x", "live/a/b", "live/..", "li ve/x", "live/x?key=1"] {
+        for bad in [
+            "live",
+            "live/",
+            "/x",
+            "live/a/b",
+            "live/..",
+            "li ve/x",
+            "live/x?key=1",
+        ] {
             assert!(StreamPath::new(bad).is_err(), "{bad}");
         }
     }

@@ -1,0 +1,377 @@
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::model::{CodecId, FrameFlags, Timestamp, TrackId};
+
+fn path() -> StreamPath {
+    StreamPath::new("live/test").unwrap()
+}
+
+fn video(n: i64, key: bool) -> Frame {
+    Frame {
+        track: TrackId::VIDEO,
+        codec: CodecId::H264,
+        pts: Timestamp::from_millis(n * 33),
+        dts: Timestamp::from_millis(n * 33),
+        flags: if key {
+            FrameFlags::KEYFRAME
+        } else {
+            FrameFlags::NONE
+        },
+        data: Bytes::from(vec![n as u8; 1000]),
+    }
+}
+
+fn audio(n: i64) -> Frame {
+    Frame {
+        track: TrackId::AUDIO,
+        codec: CodecId::Aac,
+        pts: Timestamp::from_millis(n * 21),
+        dts: Timestamp::from_millis(n * 21),
+        flags: FrameFlags::NONE,
+        data: Bytes::from(vec![0xAA; 300]),
+    }
+}
+
+fn config(codec: CodecId, track: TrackId) -> Frame {
+    Frame {
+        track,
+        codec,
+        pts: Timestamp(0),
+        dts: Timestamp(0),
+        flags: FrameFlags::CONFIG,
+        data: Bytes::from_static(&[1, 2, 3, 4]),
+    }
+}
+
+fn drain(sub: &mut Subscriber) -> Vec<StreamEvent> {
+    let mut out = Vec::new();
+    sub.drain_into(&mut out, usize::MAX);
+    out
+}
+
+fn frames(events: &[StreamEvent]) -> Vec<&Frame> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            StreamEvent::Frame(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn late_subscriber_starts_on_cached_keyframe_with_configs() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    publisher.send(config(CodecId::H264, TrackId::VIDEO));
+    publisher.send(config(CodecId::Aac, TrackId::AUDIO));
+    for n in 0..50 {
+        publisher.send(video(n, n % 30 == 0));
+        publisher.send(audio(n));
+    }
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("late"));
+    let evs = drain(&mut sub);
+    assert!(matches!(evs[0], StreamEvent::Started(_)));
+    let fs = frames(&evs);
+    assert!(fs[0].is_config() && fs[1].is_config());
+    assert!(
+        fs[2].is_keyframe(),
+        "first media frame is the cached keyframe"
+    );
+    assert_eq!(fs[2].dts, Timestamp::from_millis(30 * 33));
+    // GOP 30..50 for video plus the audio frames after the keyframe
+    assert_eq!(
+        fs.iter().filter(|f| f.kind() == MediaKind::Video).count(),
+        20 + 1
+    );
+    // The stream info learnt both tracks from the config frames.
+    let info = sub.info().unwrap();
+    assert_eq!(info.tracks.len(), 2);
+}
+
+#[test]
+fn subscriber_without_cache_waits_for_keyframe_silently() {
+    let hub = Hub::new(HubConfig {
+        gop_cache_bytes: 1500, // less than two frames: the cache gives up
+        ..HubConfig::default()
+    });
+    let publisher = hub.publish(&path()).unwrap();
+    publisher.send(config(CodecId::H264, TrackId::VIDEO));
+    for n in 0..5 {
+        publisher.send(video(n, n == 0));
+    }
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("p"));
+    for n in 5..10 {
+        publisher.send(video(n, n == 8));
+    }
+    let evs = drain(&mut sub);
+    let fs = frames(&evs);
+    assert!(fs[0].is_config());
+    assert!(fs[1].is_keyframe());
+    assert_eq!(fs[1].dts, Timestamp::from_millis(8 * 33));
+    assert!(!evs.iter().any(|e| matches!(e, StreamEvent::Gap { .. })));
+    assert_eq!(sub.stats().dropped_frames, 0, "starting is not dropping");
+}
+
+#[test]
+fn second_publisher_is_rejected_then_allowed_after_unpublish() {
+    let hub = Hub::new(HubConfig::default());
+    let first = hub.publish(&path()).unwrap();
+    assert_eq!(
+        hub.publish(&path()).unwrap_err(),
+        HubError::AlreadyPublishing(path())
+    );
+    drop(first);
+    assert!(!hub.is_live(&path()));
+    let _second = hub.publish(&path()).unwrap();
+    assert!(hub.is_live(&path()));
+}
+
+#[tokio::test]
+async fn replace_policy_ends_the_old_publisher() {
+    let hub = Hub::new(HubConfig {
+        conflict: PublishConflict::Replace,
+        ..HubConfig::default()
+    });
+    let first = hub.publish(&path()).unwrap();
+    let second = hub.publish(&path()).unwrap();
+    assert_eq!(first.ended().await, EndReason::Replaced);
+    assert!(!first.send(video(0, true)), "replaced publisher is refused");
+    assert!(second.send(video(0, true)));
+    drop(first); // must not end the new session
+    assert!(hub.is_live(&path()));
+}
+
+#[test]
+fn slow_subscriber_skips_to_next_keyframe_and_counts_drops() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    let mut slow = hub.subscribe(
+        &path(),
+        SubscribeOptions {
+            queue_frames: Some(10),
+            ..SubscribeOptions::labelled("slow")
+        },
+    );
+    let mut fast = hub.subscribe(&path(), SubscribeOptions::labelled("fast"));
+    publisher.send(config(CodecId::H264, TrackId::VIDEO));
+    let mut fast_seen = 0;
+    for n in 0..95 {
+        publisher.send(video(n, n % 30 == 0));
+        fast_seen += frames(&drain(&mut fast)).len();
+        let st = slow.stats();
+        assert!(st.queued_frames <= 10 + 1, "queue bound holds: {st:?}");
+    }
+    assert_eq!(fast_seen, 96, "the fast subscriber lost nothing");
+    let evs = drain(&mut slow);
+    let fs = frames(&evs);
+    // kept: config, then the frames from the last keyframe (90) on
+    assert!(fs[0].is_config());
+    assert!(fs[1].is_keyframe());
+    assert_eq!(fs[1].dts, Timestamp::from_millis(90 * 33));
+    assert_eq!(fs.len(), 1 + 5);
+    let gap: u64 = evs
+        .iter()
+        .map(|e| match e {
+            StreamEvent::Gap { dropped } => *dropped,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        gap, 90,
+        "every media frame before 90 was dropped and reported"
+    );
+    assert_eq!(slow.stats().dropped_frames, 90);
+    assert!(slow.stats().overflows >= 1);
+}
+
+#[test]
+fn byte_bound_is_enforced() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    let sub = hub.subscribe(
+        &path(),
+        SubscribeOptions {
+            queue_bytes: Some(10_000),
+            ..SubscribeOptions::labelled("bytes")
+        },
+    );
+    for n in 0..1000 {
+        publisher.send(video(n, n % 30 == 0));
+        assert!(sub.stats().queued_bytes <= 10_000);
+    }
+    assert!(sub.stats().dropped_frames > 900);
+}
+
+#[tokio::test]
+async fn disconnect_policy_ends_the_subscription() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    let mut sub = hub.subscribe(
+        &path(),
+        SubscribeOptions {
+            queue_frames: Some(5),
+            overflow: Some(OverflowPolicy::Disconnect),
+            ..SubscribeOptions::labelled("strict")
+        },
+    );
+    for n in 0..20 {
+        publisher.send(video(n, n == 0));
+    }
+    assert!(matches!(
+        sub.recv().await,
+        Some(StreamEvent::Ended(EndReason::Overflow))
+    ));
+    assert!(sub.recv().await.is_none());
+}
+
+#[test]
+fn fan_out_shares_payload_memory() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    let mut subs: Vec<_> = (0..10)
+        .map(|i| hub.subscribe(&path(), SubscribeOptions::labelled(format!("s{i}"))))
+        .collect();
+    let frame = video(0, true);
+    let ptr = frame.data.as_ptr();
+    publisher.send(frame);
+    for sub in &mut subs {
+        let evs = drain(sub);
+        let f = frames(&evs)[0];
+        assert_eq!(f.data.as_ptr(), ptr, "no per-subscriber copy");
+    }
+}
+
+#[tokio::test]
+async fn subscription_outlives_publishers() {
+    let hub = Hub::new(HubConfig::default());
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
+    let p = hub.publish(&path()).unwrap();
+    assert!(matches!(sub.recv().await, Some(StreamEvent::Started(i)) if i.generation == 1));
+    p.send(video(0, true));
+    assert!(matches!(sub.recv().await, Some(StreamEvent::Frame(_))));
+    drop(p);
+    assert!(matches!(
+        sub.recv().await,
+        Some(StreamEvent::Ended(EndReason::PublisherGone))
+    ));
+    let p2 = hub.publish(&path()).unwrap();
+    assert!(matches!(sub.recv().await, Some(StreamEvent::Started(i)) if i.generation == 2));
+    p2.send(video(0, true));
+    assert!(matches!(sub.recv().await, Some(StreamEvent::Frame(_))));
+}
+
+#[test]
+fn unused_streams_are_collected() {
+    let hub = Hub::new(HubConfig::default());
+    let sub = hub.subscribe(&path(), SubscribeOptions::labelled("x"));
+    assert_eq!(hub.snapshot().len(), 1);
+    drop(sub);
+    assert!(hub.snapshot().is_empty());
+    let p = hub.publish(&path()).unwrap();
+    p.send(video(0, true));
+    let snap = hub.snapshot();
+    assert!(snap[0].live);
+    assert_eq!(snap[0].frames_in, 1);
+    assert_eq!(snap[0].bytes_in, 1000);
+    drop(p);
+    assert!(hub.snapshot().is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_ends_everyone() {
+    let hub = Hub::new(HubConfig::default());
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("x"));
+    let p = hub.publish(&path()).unwrap();
+    hub.shutdown();
+    assert_eq!(p.ended().await, EndReason::Shutdown);
+    let mut last = None;
+    while let Some(ev) = sub.recv().await {
+        last = Some(ev);
+    }
+    assert!(matches!(
+        last,
+        Some(StreamEvent::Ended(EndReason::Shutdown))
+    ));
+    assert_eq!(hub.publish(&path()).unwrap_err(), HubError::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn continuity_resumes_within_grace_on_one_timeline() {
+    let hub = Hub::new(HubConfig::default());
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
+    let mut cont = Continuity::new(Duration::from_secs(10));
+    let p = hub.publish(&path()).unwrap();
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Started(_))
+    ));
+    for n in 0..31 {
+        p.send(video(n, n == 0));
+    }
+    let mut last = Timestamp(0);
+    for _ in 0..31 {
+        match cont.next(&mut sub).await {
+            Some(ContinuityEvent::Frame(f)) => last = f.dts,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(last, Timestamp::from_millis(990));
+    drop(p);
+    // The publisher is back after 3 s: the session resumes, timestamps continue.
+    let hub2 = hub.clone();
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let p = hub2.publish(&path()).unwrap();
+        p.send(video(0, true));
+        p.send(video(1, false));
+        p
+    });
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Resumed(_))
+    ));
+    let _p2 = back.await.unwrap();
+    let Some(ContinuityEvent::Frame(f0)) = cont.next(&mut sub).await else {
+        panic!("expected a frame")
+    };
+    let Some(ContinuityEvent::Frame(f1)) = cont.next(&mut sub).await else {
+        panic!("expected a frame")
+    };
+    assert_eq!(f0.dts, Timestamp::from_millis(990 + 3000));
+    assert_eq!(f1.dts, Timestamp::from_millis(990 + 3000 + 33));
+}
+
+#[tokio::test(start_paused = true)]
+async fn continuity_ends_after_grace() {
+    let hub = Hub::new(HubConfig::default());
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
+    let mut cont = Continuity::new(Duration::from_secs(10));
+    let p = hub.publish(&path()).unwrap();
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Started(_))
+    ));
+    drop(p);
+    let t0 = tokio::time::Instant::now();
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Ended(EndReason::PublisherGone))
+    ));
+    assert_eq!(t0.elapsed(), Duration::from_secs(10));
+    // A later publisher starts a fresh session at its own timestamps.
+    let p = hub.publish(&path()).unwrap();
+    p.send(video(7, true));
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Started(_))
+    ));
+    let Some(ContinuityEvent::Frame(f)) = cont.next(&mut sub).await else {
+        panic!("expected a frame")
+    };
+    assert_eq!(f.dts, Timestamp::from_millis(7 * 33));
+}
