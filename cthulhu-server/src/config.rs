@@ -10,7 +10,7 @@
 //! are held in [`Secret`], push URLs print redacted ([`PushUrl`]), and errors about keys
 //! name the streams involved, not the key.
 
-mod locate;
+pub(crate) mod locate;
 pub(crate) mod push_url;
 pub(crate) mod secret;
 #[cfg(test)]
@@ -58,7 +58,7 @@ pub(crate) enum ConfigError {
     Invalid {
         /// The file name, as given to [`Config::load`] or [`Config::parse`].
         origin: String,
-        /// 1-based line of the offending key or value.
+        /// 1-based line of the offending key or value (1 if the parser gave no position).
         line: usize,
         /// 1-based column (in characters) within the line.
         column: usize,
@@ -74,7 +74,7 @@ fn key_prefix(key: Option<&str>) -> String {
 }
 
 /// The whole server configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Config {
     /// `[server]`: data directory and logging.
     pub(crate) server: ServerConfig,
@@ -142,7 +142,7 @@ pub(crate) enum OnOverflow {
 }
 
 /// `[[streams]]`: a stream that may be published.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StreamConfig {
     /// `app/name`.
     pub(crate) path: StreamPath,
@@ -155,7 +155,7 @@ pub(crate) struct StreamConfig {
 }
 
 /// `[[streams.push]]`: a push destination.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PushConfig {
     /// Name, unique within the stream; used in logs and the console.
     pub(crate) name: String,
@@ -503,9 +503,9 @@ impl Checker<'_> {
     fn streams(&self, raw: Vec<Spanned<RawStream>>) -> Result<Vec<StreamConfig>, ConfigError> {
         let mut out: Vec<StreamConfig> = Vec::with_capacity(raw.len());
         let mut paths: HashMap<StreamPath, usize> = HashMap::new();
-        // Publish and play keys of the streams checked so far, by stream index.
-        let mut keys: Vec<PlacedKey> = Vec::new();
-        let mut play_keys: Vec<(usize, PlacedKey)> = Vec::new();
+        // Publish and play keys of the streams checked so far, with their stream.
+        let mut keys: Vec<(usize, StreamPath, PlacedKey)> = Vec::new();
+        let mut play_keys: Vec<(usize, StreamPath, PlacedKey)> = Vec::new();
 
         for (i, stream) in raw.into_iter().enumerate() {
             let at = format!("streams[{i}]");
@@ -528,23 +528,21 @@ impl Checker<'_> {
             let key = self
                 .secret(&at, "key", stream.key, stream.key_env)?
                 .ok_or_else(|| self.error(&table_span, &at, "set one of key or key_env"))?;
-            if let Some(j) = keys.iter().position(|k| k.secret == key.secret) {
+            if let Some((j, other, _)) = keys.iter().find(|(_, _, k)| k.secret == key.secret) {
                 return Err(self.error(
                     &key.span,
                     &key.key_path,
                     format_args!(
-                        "stream \"{path}\" has the same key as stream \"{}\" (streams[{j}]); each stream needs its own key",
-                        out[j].path
+                        "stream \"{path}\" has the same key as stream \"{other}\" (streams[{j}]); each stream needs its own key"
                     ),
                 ));
             }
-            if let Some((j, _)) = play_keys.iter().find(|(_, p)| p.secret == key.secret) {
+            if let Some((j, other, _)) = play_keys.iter().find(|(_, _, p)| p.secret == key.secret) {
                 return Err(self.error(
                     &key.span,
                     &key.key_path,
                     format_args!(
-                        "the key of stream \"{path}\" equals the play key of stream \"{}\" (streams[{j}]); a player could publish",
-                        out[*j].path
+                        "the key of stream \"{path}\" equals the play key of stream \"{other}\" (streams[{j}]); a player could publish"
                     ),
                 ));
             }
@@ -558,13 +556,12 @@ impl Checker<'_> {
                         "must differ from the stream's key",
                     ));
                 }
-                if let Some(j) = keys.iter().position(|k| k.secret == play.secret) {
+                if let Some((j, other, _)) = keys.iter().find(|(_, _, k)| k.secret == play.secret) {
                     return Err(self.error(
                         &play.span,
                         &play.key_path,
                         format_args!(
-                            "equals the key of stream \"{}\" (streams[{j}]); a player could publish there",
-                            out[j].path
+                            "equals the key of stream \"{other}\" (streams[{j}]); a player could publish there"
                         ),
                     ));
                 }
@@ -572,13 +569,13 @@ impl Checker<'_> {
 
             let push = self.pushes(&at, &path, stream.push)?;
             out.push(StreamConfig {
-                path,
+                path: path.clone(),
                 key: key.secret.clone(),
                 play_key: play_key.as_ref().map(|p| p.secret.clone()),
                 push,
             });
-            keys.push(key);
-            play_keys.extend(play_key.map(|p| (i, p)));
+            keys.push((i, path.clone(), key));
+            play_keys.extend(play_key.map(|p| (i, path, p)));
         }
         Ok(out)
     }

@@ -4,5 +4,7 @@
 // items are unused in the binary.
 #[allow(dead_code)]
 mod config;
+#[allow(dead_code)]
+mod store;
 
 fn main() {}
