@@ -1,0 +1,691 @@
+//! The server's TOML configuration file.
+//!
+//! Reading takes two steps. Serde reads the text into private raw structs
+//! (`deny_unknown_fields` everywhere) that keep the byte span of every value needing a
+//! semantic check; validation then builds the public types. Every error, from a TOML
+//! syntax error to a duplicate stream key, names the file, the 1-based line and
+//! column, and the key path: `cthulhu.toml:12:7: streams[0].push[1].url: …`.
+//!
+//! Invariant: stream keys never appear in an error message or in `Debug` output. They
+//! are held in [`Secret`], push URLs print redacted ([`PushUrl`]), and errors about keys
+//! name the streams involved, not the key.
+
+pub(crate) mod locate;
+pub(crate) mod push_url;
+pub(crate) mod secret;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cthulhu_core::StreamPath;
+use serde::Deserialize;
+use toml::Spanned;
+
+use locate::{key_path_at, line_col};
+pub(crate) use push_url::PushUrl;
+pub(crate) use secret::Secret;
+
+/// Data directory used when the file names none.
+pub(crate) const DEFAULT_DATA_DIR: &str = "./cthulhu-data";
+/// RTMP listen address used when the file names none.
+pub(crate) const DEFAULT_RTMP_LISTEN: &str = "0.0.0.0:1935";
+/// Allowed outbound RTMP chunk sizes.
+pub(crate) const CHUNK_SIZE_RANGE: RangeInclusive<u32> = 128..=65536;
+/// Allowed values of every `*_timeout_secs` setting, up to one day.
+const TIMEOUT_SECS_RANGE: RangeInclusive<i64> = 1..=86_400;
+
+/// An error reading or checking the config file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read config file: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why reading failed.
+        source: std::io::Error,
+    },
+    /// The text is invalid: TOML syntax, an unknown key, a wrong type or a failed check.
+    #[error("{origin}:{line}:{column}: {}{message}", key_prefix(.key.as_deref()))]
+    Invalid {
+        /// The file name, as given to [`Config::load`] or [`Config::parse`].
+        origin: String,
+        /// 1-based line of the offending key or value (1 if the parser gave no position).
+        line: usize,
+        /// 1-based column (in characters) within the line.
+        column: usize,
+        /// Key path such as `streams[0].push[1].url`; `None` for TOML syntax errors.
+        key: Option<String>,
+        /// What is wrong. Never contains a stream key.
+        message: String,
+    },
+}
+
+fn key_prefix(key: Option<&str>) -> String {
+    key.map(|k| format!("{k}: ")).unwrap_or_default()
+}
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Config {
+    /// `[server]`: data directory and logging.
+    pub(crate) server: ServerConfig,
+    /// `[rtmp]`: the RTMP listener.
+    pub(crate) rtmp: RtmpConfig,
+    /// `[hub]`: per-stream buffering and fan-out.
+    pub(crate) hub: HubConfig,
+    /// `[[streams]]`: the streams that may be published, with their destinations.
+    pub(crate) streams: Vec<StreamConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ServerConfig {
+    /// Where the server keeps its state; relative paths are relative to the working
+    /// directory. Default `./cthulhu-data`.
+    pub(crate) data_dir: PathBuf,
+    /// Default log filter (`tracing_subscriber::EnvFilter` syntax), if set.
+    pub(crate) log: Option<String>,
+}
+
+/// `[rtmp]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RtmpConfig {
+    /// Listen address. Default `0.0.0.0:1935`.
+    pub(crate) listen: SocketAddr,
+    /// Outbound chunk size, within [`CHUNK_SIZE_RANGE`]. Default 4096.
+    pub(crate) chunk_size: u32,
+    /// Time allowed for the RTMP handshake (`handshake_timeout_secs`). Default 10 s.
+    pub(crate) handshake_timeout: Duration,
+    /// A publisher that sends nothing for this long is closed (`idle_timeout_secs`).
+    /// Default 30 s.
+    pub(crate) idle_timeout: Duration,
+    /// A player that reads nothing for this long is closed (`play_stall_timeout_secs`).
+    /// Default 30 s.
+    pub(crate) play_stall_timeout: Duration,
+}
+
+/// `[hub]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HubConfig {
+    /// Cap of the GOP cache of each stream, in bytes; 0 keeps no frames. Default 16 MiB.
+    pub(crate) gop_cache_bytes: usize,
+    /// Frames a subscriber queue holds before [`Self::on_overflow`] applies. Default 1024.
+    pub(crate) subscriber_queue_frames: usize,
+    /// Bytes a subscriber queue holds before [`Self::on_overflow`] applies. Default 32 MiB.
+    pub(crate) subscriber_queue_bytes: usize,
+    /// What happens to a subscriber whose queue is full.
+    pub(crate) on_overflow: OnOverflow,
+    /// Destinations stay connected this long after the publisher drops
+    /// (`publisher_grace_secs`, 0 to 86400). Default 10 s.
+    pub(crate) publisher_grace: Duration,
+}
+
+/// What happens to a subscriber whose queue is full (`on_overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnOverflow {
+    /// `"skip-to-keyframe"`: drop queued frames up to the next keyframe (codec config is
+    /// kept) and count the gap. The viewer sees a jump, the connection survives.
+    #[default]
+    SkipToKeyframe,
+    /// `"disconnect"`: close the subscriber. Suits recorders that must not have holes.
+    Disconnect,
+}
+
+/// `[[streams]]`: a stream that may be published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StreamConfig {
+    /// `app/name`.
+    pub(crate) path: StreamPath,
+    /// Publish key (from `key` or the variable named by `key_env`); unique across streams.
+    pub(crate) key: Secret,
+    /// Key required to play, if any (from `play_key` or `play_key_env`).
+    pub(crate) play_key: Option<Secret>,
+    /// `[[streams.push]]`: destinations the stream is pushed to.
+    pub(crate) push: Vec<PushConfig>,
+}
+
+/// `[[streams.push]]`: a push destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PushConfig {
+    /// Name, unique within the stream; used in logs and the console.
+    pub(crate) name: String,
+    /// Where to push.
+    pub(crate) url: PushUrl,
+    /// Whether to push at all. Default true.
+    pub(crate) enabled: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log: None,
+        }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            chunk_size: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            play_stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            gop_cache_bytes: 16 << 20,
+            subscriber_queue_frames: 1024,
+            subscriber_queue_bytes: 32 << 20,
+            on_overflow: OnOverflow::SkipToKeyframe,
+            publisher_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::default_embedded(DEFAULT_DATA_DIR)
+    }
+}
+
+impl Config {
+    /// The configuration of a start without a config file: defaults everywhere, data in
+    /// `data_dir`, and no streams (the store supplies the default stream).
+    pub(crate) fn default_embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            server: ServerConfig {
+                data_dir: data_dir.into(),
+                log: None,
+            },
+            rtmp: RtmpConfig::default(),
+            hub: HubConfig::default(),
+            streams: Vec::new(),
+        }
+    }
+
+    /// Reads and checks the config file at `path`; `key_env` reads the process
+    /// environment.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and checks config `text`; `origin` names it in errors (the file name).
+    /// `key_env` reads the process environment.
+    pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        Self::parse_with_env(text, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Self::parse`], resolving `key_env` and `play_key_env` through `env`
+    /// instead of the process environment.
+    pub(crate) fn parse_with_env(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let checker = Checker { text, origin, env };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| checker.toml_error(&e))?;
+        checker.config(raw)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw file shape: what serde reads, before any semantic check.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: RawServer,
+    rtmp: RawRtmp,
+    hub: RawHub,
+    streams: Vec<Spanned<RawStream>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    data_dir: Option<Spanned<String>>,
+    log: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRtmp {
+    listen: Option<Spanned<String>>,
+    chunk_size: Option<Spanned<i64>>,
+    handshake_timeout_secs: Option<Spanned<i64>>,
+    idle_timeout_secs: Option<Spanned<i64>>,
+    play_stall_timeout_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHub {
+    gop_cache_bytes: Option<Spanned<i64>>,
+    subscriber_queue_frames: Option<Spanned<i64>>,
+    subscriber_queue_bytes: Option<Spanned<i64>>,
+    on_overflow: Option<OnOverflow>,
+    publisher_grace_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStream {
+    path: Spanned<String>,
+    key: Option<Spanned<Secret>>,
+    key_env: Option<Spanned<String>>,
+    play_key: Option<Spanned<Secret>>,
+    play_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    push: Vec<Spanned<RawPush>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    name: Spanned<String>,
+    url: Spanned<String>,
+    enabled: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation: raw shape to public types, every error located.
+
+struct Checker<'a> {
+    text: &'a str,
+    origin: &'a str,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A resolved key with where it was written, for duplicate checks.
+struct PlacedKey {
+    secret: Secret,
+    span: Range<usize>,
+    key_path: String,
+}
+
+impl Checker<'_> {
+    fn error(&self, span: &Range<usize>, key: &str, message: impl fmt::Display) -> ConfigError {
+        let (line, column) = line_col(self.text, span.start);
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line,
+            column,
+            key: Some(key.to_owned()),
+            message: message.to_string(),
+        }
+    }
+
+    fn line(&self, span: &Range<usize>) -> usize {
+        line_col(self.text, span.start).0
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let span = e.span();
+        let (line, column) = span
+            .as_ref()
+            .map_or((1, 1), |s| line_col(self.text, s.start));
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            line,
+            column,
+            key: span.and_then(|s| key_path_at(self.text, &s)),
+            message,
+        }
+    }
+
+    /// An integer setting within `range`, converted to `T`; `None` if absent.
+    fn int<T: TryFrom<i64>>(
+        &self,
+        value: Option<&Spanned<i64>>,
+        key: &str,
+        range: RangeInclusive<i64>,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(value) = value else { return Ok(None) };
+        let n = *value.get_ref();
+        let out_of_range = || {
+            self.error(
+                &value.span(),
+                key,
+                format_args!("{n} is out of range ({}..={})", range.start(), range.end()),
+            )
+        };
+        if !range.contains(&n) {
+            return Err(out_of_range());
+        }
+        T::try_from(n).map(Some).map_err(|_| out_of_range())
+    }
+
+    fn secs(
+        &self,
+        value: Option<&Spanned<i64>>,
+        key: &str,
+        range: RangeInclusive<i64>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        Ok(self
+            .int::<u64>(value, key, range)?
+            .map_or(default, Duration::from_secs))
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        Ok(Config {
+            server: self.server(raw.server)?,
+            rtmp: self.rtmp(raw.rtmp)?,
+            hub: self.hub(raw.hub)?,
+            streams: self.streams(raw.streams)?,
+        })
+    }
+
+    fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
+        let mut out = ServerConfig::default();
+        if let Some(dir) = raw.data_dir {
+            if dir.get_ref().trim().is_empty() {
+                return Err(self.error(&dir.span(), "server.data_dir", "must not be empty"));
+            }
+            out.data_dir = PathBuf::from(dir.into_inner());
+        }
+        if let Some(log) = raw.log {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(log.get_ref()) {
+                return Err(self.error(
+                    &log.span(),
+                    "server.log",
+                    format_args!("invalid log filter: {e}"),
+                ));
+            }
+            out.log = Some(log.into_inner());
+        }
+        Ok(out)
+    }
+
+    fn rtmp(&self, raw: RawRtmp) -> Result<RtmpConfig, ConfigError> {
+        let d = RtmpConfig::default();
+        let listen = match raw.listen {
+            None => d.listen,
+            Some(listen) => listen.get_ref().trim().parse().map_err(|_| {
+                self.error(
+                    &listen.span(),
+                    "rtmp.listen",
+                    format_args!(
+                        "invalid listen address {:?} (expected ip:port, such as {DEFAULT_RTMP_LISTEN} or [::]:1935)",
+                        listen.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let chunk = i64::from(*CHUNK_SIZE_RANGE.start())..=i64::from(*CHUNK_SIZE_RANGE.end());
+        Ok(RtmpConfig {
+            listen,
+            chunk_size: self
+                .int(raw.chunk_size.as_ref(), "rtmp.chunk_size", chunk)?
+                .unwrap_or(d.chunk_size),
+            handshake_timeout: self.secs(
+                raw.handshake_timeout_secs.as_ref(),
+                "rtmp.handshake_timeout_secs",
+                TIMEOUT_SECS_RANGE,
+                d.handshake_timeout,
+            )?,
+            idle_timeout: self.secs(
+                raw.idle_timeout_secs.as_ref(),
+                "rtmp.idle_timeout_secs",
+                TIMEOUT_SECS_RANGE,
+                d.idle_timeout,
+            )?,
+            play_stall_timeout: self.secs(
+                raw.play_stall_timeout_secs.as_ref(),
+                "rtmp.play_stall_timeout_secs",
+                TIMEOUT_SECS_RANGE,
+                d.play_stall_timeout,
+            )?,
+        })
+    }
+
+    fn hub(&self, raw: RawHub) -> Result<HubConfig, ConfigError> {
+        let d = HubConfig::default();
+        Ok(HubConfig {
+            gop_cache_bytes: self
+                .int(
+                    raw.gop_cache_bytes.as_ref(),
+                    "hub.gop_cache_bytes",
+                    0..=i64::MAX,
+                )?
+                .unwrap_or(d.gop_cache_bytes),
+            subscriber_queue_frames: self
+                .int(
+                    raw.subscriber_queue_frames.as_ref(),
+                    "hub.subscriber_queue_frames",
+                    1..=i64::MAX,
+                )?
+                .unwrap_or(d.subscriber_queue_frames),
+            subscriber_queue_bytes: self
+                .int(
+                    raw.subscriber_queue_bytes.as_ref(),
+                    "hub.subscriber_queue_bytes",
+                    1..=i64::MAX,
+                )?
+                .unwrap_or(d.subscriber_queue_bytes),
+            on_overflow: raw.on_overflow.unwrap_or(d.on_overflow),
+            publisher_grace: self.secs(
+                raw.publisher_grace_secs.as_ref(),
+                "hub.publisher_grace_secs",
+                0..=86_400,
+                d.publisher_grace,
+            )?,
+        })
+    }
+
+    fn streams(&self, raw: Vec<Spanned<RawStream>>) -> Result<Vec<StreamConfig>, ConfigError> {
+        let mut out: Vec<StreamConfig> = Vec::with_capacity(raw.len());
+        let mut paths: HashMap<StreamPath, usize> = HashMap::new();
+        // Publish and play keys of the streams checked so far, with their stream.
+        let mut keys: Vec<(usize, StreamPath, PlacedKey)> = Vec::new();
+        let mut play_keys: Vec<(usize, StreamPath, PlacedKey)> = Vec::new();
+
+        for (i, stream) in raw.into_iter().enumerate() {
+            let at = format!("streams[{i}]");
+            let table_span = stream.span();
+            let stream = stream.into_inner();
+
+            let path_key = format!("{at}.path");
+            let path = StreamPath::new(stream.path.get_ref())
+                .map_err(|e| self.error(&stream.path.span(), &path_key, e))?;
+            if let Some(first) = paths.insert(path.clone(), self.line(&stream.path.span())) {
+                return Err(self.error(
+                    &stream.path.span(),
+                    &path_key,
+                    format_args!(
+                        "duplicate stream path \"{path}\" (first defined at line {first})"
+                    ),
+                ));
+            }
+
+            let key = self
+                .secret(&at, "key", stream.key, stream.key_env)?
+                .ok_or_else(|| self.error(&table_span, &at, "set one of key or key_env"))?;
+            if let Some((j, other, _)) = keys.iter().find(|(_, _, k)| k.secret == key.secret) {
+                return Err(self.error(
+                    &key.span,
+                    &key.key_path,
+                    format_args!(
+                        "stream \"{path}\" has the same key as stream \"{other}\" (streams[{j}]); each stream needs its own key"
+                    ),
+                ));
+            }
+            if let Some((j, other, _)) = play_keys.iter().find(|(_, _, p)| p.secret == key.secret) {
+                return Err(self.error(
+                    &key.span,
+                    &key.key_path,
+                    format_args!(
+                        "the key of stream \"{path}\" equals the play key of stream \"{other}\" (streams[{j}]); a player could publish"
+                    ),
+                ));
+            }
+
+            let play_key = self.secret(&at, "play_key", stream.play_key, stream.play_key_env)?;
+            if let Some(play) = &play_key {
+                if play.secret == key.secret {
+                    return Err(self.error(
+                        &play.span,
+                        &play.key_path,
+                        "must differ from the stream's key",
+                    ));
+                }
+                if let Some((j, other, _)) = keys.iter().find(|(_, _, k)| k.secret == play.secret) {
+                    return Err(self.error(
+                        &play.span,
+                        &play.key_path,
+                        format_args!(
+                            "equals the key of stream \"{other}\" (streams[{j}]); a player could publish there"
+                        ),
+                    ));
+                }
+            }
+
+            let push = self.pushes(&at, &path, stream.push)?;
+            out.push(StreamConfig {
+                path: path.clone(),
+                key: key.secret.clone(),
+                play_key: play_key.as_ref().map(|p| p.secret.clone()),
+                push,
+            });
+            keys.push((i, path.clone(), key));
+            play_keys.extend(play_key.map(|p| (i, path, p)));
+        }
+        Ok(out)
+    }
+
+    /// Resolves `field` / `{field}_env` of the stream at `at`: exactly one may be set.
+    fn secret(
+        &self,
+        at: &str,
+        field: &str,
+        literal: Option<Spanned<Secret>>,
+        env_name: Option<Spanned<String>>,
+    ) -> Result<Option<PlacedKey>, ConfigError> {
+        match (literal, env_name) {
+            (None, None) => Ok(None),
+            (Some(_), Some(name)) => Err(self.error(
+                &name.span(),
+                &format!("{at}.{field}_env"),
+                format_args!("set either {field} or {field}_env, not both"),
+            )),
+            (Some(literal), None) => {
+                let key_path = format!("{at}.{field}");
+                let span = literal.span();
+                let secret = literal.into_inner();
+                check_key_chars(secret.expose())
+                    .map_err(|why| self.error(&span, &key_path, why))?;
+                Ok(Some(PlacedKey {
+                    secret,
+                    span,
+                    key_path,
+                }))
+            }
+            (None, Some(name)) => {
+                let key_path = format!("{at}.{field}_env");
+                let span = name.span();
+                let name = name.get_ref();
+                if name.is_empty() {
+                    return Err(self.error(&span, &key_path, "must name an environment variable"));
+                }
+                let value = (self.env)(name).ok_or_else(|| {
+                    self.error(
+                        &span,
+                        &key_path,
+                        format_args!(
+                            "environment variable {name:?} is not set (or not valid UTF-8)"
+                        ),
+                    )
+                })?;
+                check_key_chars(&value).map_err(|why| {
+                    self.error(
+                        &span,
+                        &key_path,
+                        format_args!("the value of environment variable {name:?} {why}"),
+                    )
+                })?;
+                Ok(Some(PlacedKey {
+                    secret: Secret::new(value),
+                    span,
+                    key_path,
+                }))
+            }
+        }
+    }
+
+    fn pushes(
+        &self,
+        at: &str,
+        path: &StreamPath,
+        raw: Vec<Spanned<RawPush>>,
+    ) -> Result<Vec<PushConfig>, ConfigError> {
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        for (j, push) in raw.into_iter().enumerate() {
+            let push = push.into_inner();
+            let at = format!("{at}.push[{j}]");
+
+            let name_span = push.name.span();
+            let name = push.name.into_inner();
+            if name.trim().is_empty() {
+                return Err(self.error(&name_span, &format!("{at}.name"), "must not be empty"));
+            }
+            if let Some(first) = names.insert(name.clone(), self.line(&name_span)) {
+                return Err(self.error(
+                    &name_span,
+                    &format!("{at}.name"),
+                    format_args!(
+                        "duplicate destination name {name:?} in stream \"{path}\" (first defined at line {first})"
+                    ),
+                ));
+            }
+
+            let url = PushUrl::parse(push.url.get_ref())
+                .map_err(|e| self.error(&push.url.span(), &format!("{at}.url"), e))?;
+            out.push(PushConfig {
+                name,
+                url,
+                enabled: push.enabled.unwrap_or(true),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Why a key value is unusable, phrased to follow "must" or a variable name; never
+/// quotes the value.
+fn check_key_chars(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() {
+        Err("must not be empty")
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("must not contain whitespace or control characters")
+    } else {
+        Ok(())
+    }
+}

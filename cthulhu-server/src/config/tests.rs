@@ -1,0 +1,518 @@
+//! Tests of config parsing and validation.
+
+use super::*;
+
+/// The only variables the tests' environment knows.
+fn env(name: &str) -> Option<String> {
+    match name {
+        "CTHULHU_TEST_BACKUP_KEY" => Some("backup-secret".to_owned()),
+        "CTHULHU_TEST_STUDIO_KEY" => Some("studio-secret".to_owned()),
+        "CTHULHU_TEST_EMPTY" => Some(String::new()),
+        "CTHULHU_TEST_SPACE" => Some("two words".to_owned()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse_with_env(text, "cthulhu.toml", &env)
+}
+
+/// Asserts that `text` fails with exactly `want`, and that no secret of the test
+/// files leaks into the message.
+#[track_caller]
+fn assert_error(text: &str, want: &str) {
+    let got = match parse(text) {
+        Ok(config) => panic!("expected error {want:?}, parsed {config:?}"),
+        Err(e) => e.to_string(),
+    };
+    assert_eq!(got, want);
+    for secret in [
+        "studio-secret",
+        "backup-secret",
+        "yt-key-1234",
+        "FB-key-5678",
+        "12345",
+    ] {
+        assert!(!got.contains(secret), "{secret} leaked: {got}");
+    }
+}
+
+const FULL: &str = r#"# A complete config.
+[server]
+data_dir = "/var/lib/cthulhu"
+log = "info,cthulhu_rtmp=debug"
+
+[rtmp]
+listen = "127.0.0.1:1935"
+chunk_size = 8192
+handshake_timeout_secs = 5
+idle_timeout_secs = 20
+play_stall_timeout_secs = 15
+
+[hub]
+gop_cache_bytes = 8388608
+subscriber_queue_frames = 512
+subscriber_queue_bytes = 16777216
+on_overflow = "disconnect"
+publisher_grace_secs = 0
+
+[[streams]]
+path = "live/studio"
+key = "studio-secret"
+play_key = "viewer-pass"
+
+[[streams.push]]
+name = "youtube"
+url = "rtmp://a.rtmp.youtube.com/live2/yt-key-1234"
+
+[[streams.push]]
+name = "facebook"
+url = "rtmps://live-api-s.facebook.com:443/rtmp/FB-key-5678?s_bl=1"
+enabled = false
+
+[[streams]]
+path = "live/backup"
+key_env = "CTHULHU_TEST_BACKUP_KEY"
+"#;
+
+/// One stream with one destination; tests append or substitute lines.
+const STREAM: &str = r#"[[streams]]
+path = "live/studio"
+key = "studio-secret"
+"#;
+
+#[test]
+fn full_file() {
+    let c = parse(FULL).unwrap();
+    assert_eq!(c.server.data_dir, PathBuf::from("/var/lib/cthulhu"));
+    assert_eq!(c.server.log.as_deref(), Some("info,cthulhu_rtmp=debug"));
+    assert_eq!(
+        c.rtmp.listen,
+        "127.0.0.1:1935".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(c.rtmp.chunk_size, 8192);
+    assert_eq!(c.rtmp.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(c.rtmp.idle_timeout, Duration::from_secs(20));
+    assert_eq!(c.rtmp.play_stall_timeout, Duration::from_secs(15));
+    assert_eq!(c.hub.gop_cache_bytes, 8 << 20);
+    assert_eq!(c.hub.subscriber_queue_frames, 512);
+    assert_eq!(c.hub.subscriber_queue_bytes, 16 << 20);
+    assert_eq!(c.hub.on_overflow, OnOverflow::Disconnect);
+    assert_eq!(c.hub.publisher_grace, Duration::ZERO);
+
+    assert_eq!(c.streams.len(), 2);
+    let studio = &c.streams[0];
+    assert_eq!(studio.path.as_str(), "live/studio");
+    assert_eq!(studio.key.expose(), "studio-secret");
+    assert_eq!(
+        studio.play_key.as_ref().map(Secret::expose),
+        Some("viewer-pass")
+    );
+    assert_eq!(studio.push.len(), 2);
+    let yt = &studio.push[0];
+    assert_eq!(yt.name, "youtube");
+    assert!(yt.enabled);
+    assert_eq!(yt.url.host(), "a.rtmp.youtube.com");
+    assert_eq!(yt.url.port(), 1935);
+    assert_eq!(yt.url.app(), "live2");
+    assert_eq!(yt.url.key().expose(), "yt-key-1234");
+    let fb = &studio.push[1];
+    assert_eq!(fb.name, "facebook");
+    assert!(!fb.enabled);
+    assert_eq!(fb.url.scheme(), push_url::PushScheme::Rtmps);
+    assert_eq!(fb.url.port(), 443);
+    assert_eq!(fb.url.app(), "rtmp");
+    assert_eq!(fb.url.key().expose(), "FB-key-5678?s_bl=1");
+
+    let backup = &c.streams[1];
+    assert_eq!(backup.path.as_str(), "live/backup");
+    assert_eq!(backup.key.expose(), "backup-secret");
+    assert_eq!(backup.play_key, None);
+    assert!(backup.push.is_empty());
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.server.data_dir, PathBuf::from("./cthulhu-data"));
+    assert_eq!(c.rtmp.listen, "0.0.0.0:1935".parse::<SocketAddr>().unwrap());
+    assert_eq!(c.rtmp.chunk_size, 4096);
+    assert_eq!(c.hub.on_overflow, OnOverflow::SkipToKeyframe);
+    assert!(c.streams.is_empty());
+}
+
+#[test]
+fn default_embedded_uses_data_dir() {
+    let c = Config::default_embedded("/tmp/somewhere");
+    assert_eq!(c.server.data_dir, PathBuf::from("/tmp/somewhere"));
+    assert_eq!(c.rtmp, RtmpConfig::default());
+    assert_eq!(c.hub, HubConfig::default());
+    assert!(c.streams.is_empty());
+}
+
+#[test]
+fn debug_never_shows_keys() {
+    let c = parse(FULL).unwrap();
+    let shown = format!("{c:?} {c:#?}");
+    for secret in [
+        "studio-secret",
+        "viewer-pass",
+        "backup-secret",
+        "yt-key-1234",
+        "FB-key-5678",
+        "s_bl",
+    ] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(
+        shown.contains("rtmp://a.rtmp.youtube.com/live2/***"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn syntax_error() {
+    assert_error(
+        "[rtmp\nlisten = \"127.0.0.1:1935\"\n",
+        "cthulhu.toml:1:6: invalid table header; expected `.`, `]`",
+    );
+}
+
+#[test]
+fn unknown_keys() {
+    assert_error(
+        "[rtmp]\nlisten_addr = \"127.0.0.1:1935\"\n",
+        "cthulhu.toml:2:1: rtmp.listen_addr: unknown field `listen_addr`, expected one of \
+         `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`",
+    );
+    assert_error(
+        "[hub]\n[srt]\nlisten = 1\n",
+        "cthulhu.toml:2:2: srt: unknown field `srt`, expected one of `server`, `rtmp`, `hub`, `streams`",
+    );
+    assert_error(
+        &format!(
+            "{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/yt-key-1234\"\nenable = false\n"
+        ),
+        "cthulhu.toml:7:1: streams[0].push[0].enable: unknown field `enable`, expected one of \
+         `name`, `url`, `enabled`",
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_error(
+        "[rtmp]\nchunk_size = \"big\"\n",
+        "cthulhu.toml:2:14: rtmp.chunk_size: invalid type: string \"big\", expected i64",
+    );
+    assert_error(
+        "[hub]\non_overflow = \"drop\"\n",
+        "cthulhu.toml:2:15: hub.on_overflow: unknown variant `drop`, expected `skip-to-keyframe` or `disconnect`",
+    );
+    // A non-string key is refused without quoting it.
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey = 12345\n",
+        "cthulhu.toml:3:7: streams[0].key: expected a string (the value is not shown: it is secret)",
+    );
+    assert_error(
+        "[[streams]]\nkey = \"studio-secret\"\n",
+        "cthulhu.toml:1:1: streams[0]: missing field `path`",
+    );
+}
+
+#[test]
+fn invalid_stream_path() {
+    assert_error(
+        "[[streams]]\npath = \"live\"\nkey = \"studio-secret\"\n",
+        "cthulhu.toml:2:8: streams[0].path: invalid stream path: \"live\" is not of the form app/name",
+    );
+}
+
+#[test]
+fn duplicate_stream_path() {
+    assert_error(
+        &format!("{STREAM}\n[[streams]]\npath = \"live/studio\"\nkey = \"other\"\n"),
+        "cthulhu.toml:6:8: streams[1].path: duplicate stream path \"live/studio\" (first defined at line 2)",
+    );
+}
+
+#[test]
+fn duplicate_push_name() {
+    let text = format!(
+        "{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/yt-key-1234\"\n\
+         [[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/FB-key-5678\"\n"
+    );
+    assert_error(
+        &text,
+        "cthulhu.toml:8:8: streams[0].push[1].name: duplicate destination name \"yt\" in stream \
+         \"live/studio\" (first defined at line 5)",
+    );
+    // The same name in two streams is fine.
+    let text = format!(
+        "{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/a\"\n\
+         [[streams]]\npath = \"live/b\"\nkey = \"b\"\n[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/b\"\n"
+    );
+    assert_eq!(parse(&text).unwrap().streams.len(), 2);
+}
+
+#[test]
+fn empty_push_name() {
+    assert_error(
+        &format!("{STREAM}[[streams.push]]\nname = \" \"\nurl = \"rtmp://h/app/yt-key-1234\"\n"),
+        "cthulhu.toml:5:8: streams[0].push[0].name: must not be empty",
+    );
+}
+
+#[test]
+fn key_and_key_env_both_or_neither() {
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey = \"studio-secret\"\nkey_env = \"CTHULHU_TEST_STUDIO_KEY\"\n",
+        "cthulhu.toml:4:11: streams[0].key_env: set either key or key_env, not both",
+    );
+    assert_error(
+        "[hub]\n\n[[streams]]\npath = \"live/a\"\n",
+        "cthulhu.toml:3:1: streams[0]: set one of key or key_env",
+    );
+    assert_error(
+        &format!("{STREAM}play_key = \"p\"\nplay_key_env = \"CTHULHU_TEST_BACKUP_KEY\"\n"),
+        "cthulhu.toml:5:16: streams[0].play_key_env: set either play_key or play_key_env, not both",
+    );
+}
+
+#[test]
+fn key_env_resolution() {
+    let c = parse("[[streams]]\npath = \"live/a\"\nkey_env = \"CTHULHU_TEST_STUDIO_KEY\"\nplay_key_env = \"CTHULHU_TEST_BACKUP_KEY\"\n")
+        .unwrap();
+    assert_eq!(c.streams[0].key.expose(), "studio-secret");
+    assert_eq!(
+        c.streams[0].play_key.as_ref().map(Secret::expose),
+        Some("backup-secret")
+    );
+
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey_env = \"CTHULHU_TEST_UNSET\"\n",
+        "cthulhu.toml:3:11: streams[0].key_env: environment variable \"CTHULHU_TEST_UNSET\" is not set \
+         (or not valid UTF-8)",
+    );
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey_env = \"CTHULHU_TEST_EMPTY\"\n",
+        "cthulhu.toml:3:11: streams[0].key_env: the value of environment variable \"CTHULHU_TEST_EMPTY\" \
+         must not be empty",
+    );
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey_env = \"CTHULHU_TEST_SPACE\"\n",
+        "cthulhu.toml:3:11: streams[0].key_env: the value of environment variable \"CTHULHU_TEST_SPACE\" \
+         must not contain whitespace or control characters",
+    );
+}
+
+#[test]
+fn parse_reads_the_process_environment() {
+    // Nobody sets this variable; setting one would need `unsafe` in edition 2024.
+    let name = "CTHULHU_TEST_NEVER_SET_5F0C2A";
+    let err = Config::parse(
+        &format!("[[streams]]\npath = \"live/a\"\nkey_env = \"{name}\"\n"),
+        "x.toml",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "x.toml:3:11: streams[0].key_env: environment variable \"{name}\" is not set (or not valid UTF-8)"
+        )
+    );
+    // PATH is set in practically every test environment; use it when it makes a valid key.
+    if let Ok(path) = std::env::var("PATH")
+        && !path.is_empty()
+        && !path.contains(char::is_whitespace)
+    {
+        let c = Config::parse(
+            "[[streams]]\npath = \"live/a\"\nkey_env = \"PATH\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.streams[0].key.expose(), path);
+    }
+}
+
+#[test]
+fn empty_literal_key() {
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey = \"\"\n",
+        "cthulhu.toml:3:7: streams[0].key: must not be empty",
+    );
+}
+
+#[test]
+fn url_scheme() {
+    assert_error(
+        &format!("{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"http://h/app/yt-key-1234\"\n"),
+        "cthulhu.toml:6:7: streams[0].push[0].url: scheme \"http\" is not supported (use rtmp:// or rtmps://)",
+    );
+}
+
+#[test]
+fn url_without_key_or_app() {
+    assert_error(
+        &format!(
+            "{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://a.rtmp.youtube.com/live2\"\n"
+        ),
+        "cthulhu.toml:6:7: streams[0].push[0].url: the URL needs an application and a stream key \
+         (rtmp://host/app/KEY)",
+    );
+    assert_error(
+        &format!(
+            "{STREAM}[[streams.push]]\nname = \"a\"\nurl = \"rtmp://h/app/x\"\n\
+             [[streams.push]]\nname = \"b\"\nurl = \"rtmps://h/yt-key-1234\"\n"
+        ),
+        "cthulhu.toml:9:7: streams[0].push[1].url: the URL needs an application and a stream key \
+         (rtmp://host/app/KEY)",
+    );
+    assert_error(
+        &format!("{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"yt-key-1234\"\n"),
+        "cthulhu.toml:6:7: streams[0].push[0].url: not a valid URL (relative URL without a base)",
+    );
+}
+
+#[test]
+fn chunk_size_range() {
+    assert_error(
+        "[rtmp]\nchunk_size = 100\n",
+        "cthulhu.toml:2:14: rtmp.chunk_size: 100 is out of range (128..=65536)",
+    );
+    assert_error(
+        "[rtmp]\nchunk_size = 65537\n",
+        "cthulhu.toml:2:14: rtmp.chunk_size: 65537 is out of range (128..=65536)",
+    );
+    assert_eq!(
+        parse("[rtmp]\nchunk_size = 128").unwrap().rtmp.chunk_size,
+        128
+    );
+    assert_eq!(
+        parse("[rtmp]\nchunk_size = 65536").unwrap().rtmp.chunk_size,
+        65536
+    );
+}
+
+#[test]
+fn other_ranges() {
+    assert_error(
+        "[rtmp]\nidle_timeout_secs = 0\n",
+        "cthulhu.toml:2:21: rtmp.idle_timeout_secs: 0 is out of range (1..=86400)",
+    );
+    assert_error(
+        "[hub]\nsubscriber_queue_frames = -1\n",
+        "cthulhu.toml:2:27: hub.subscriber_queue_frames: -1 is out of range (1..=9223372036854775807)",
+    );
+}
+
+#[test]
+fn listen_address() {
+    assert_error(
+        "[rtmp]\nlisten = \"localhost\"\n",
+        "cthulhu.toml:2:10: rtmp.listen: invalid listen address \"localhost\" \
+         (expected ip:port, such as 0.0.0.0:1935 or [::]:1935)",
+    );
+    let c = parse("[rtmp]\nlisten = \"[::]:1936\"\n").unwrap();
+    assert_eq!(c.rtmp.listen, "[::]:1936".parse::<SocketAddr>().unwrap());
+}
+
+#[test]
+fn log_filter_and_data_dir() {
+    assert_error(
+        "[server]\nlog = \"info,[\"\n",
+        "cthulhu.toml:2:7: server.log: invalid log filter: invalid filter directive",
+    );
+    assert_error(
+        "[server]\ndata_dir = \"\"\n",
+        "cthulhu.toml:2:12: server.data_dir: must not be empty",
+    );
+}
+
+#[test]
+fn same_key_in_two_streams() {
+    assert_error(
+        &format!("{STREAM}\n[[streams]]\npath = \"live/other\"\nkey = \"studio-secret\"\n"),
+        "cthulhu.toml:7:7: streams[1].key: stream \"live/other\" has the same key as stream \
+         \"live/studio\" (streams[0]); each stream needs its own key",
+    );
+    // Also when one of them comes from the environment.
+    assert_error(
+        &format!(
+            "{STREAM}\n[[streams]]\npath = \"live/other\"\nkey_env = \"CTHULHU_TEST_STUDIO_KEY\"\n"
+        ),
+        "cthulhu.toml:7:11: streams[1].key_env: stream \"live/other\" has the same key as stream \
+         \"live/studio\" (streams[0]); each stream needs its own key",
+    );
+}
+
+#[test]
+fn play_key_must_not_publish() {
+    assert_error(
+        &format!("{STREAM}play_key = \"studio-secret\"\n"),
+        "cthulhu.toml:4:12: streams[0].play_key: must differ from the stream's key",
+    );
+    assert_error(
+        &format!(
+            "{STREAM}\n[[streams]]\npath = \"live/b\"\nkey = \"b\"\nplay_key = \"studio-secret\"\n"
+        ),
+        "cthulhu.toml:8:12: streams[1].play_key: equals the key of stream \"live/studio\" (streams[0]); \
+         a player could publish there",
+    );
+    assert_error(
+        &format!("{STREAM}play_key = \"p\"\n\n[[streams]]\npath = \"live/b\"\nkey = \"p\"\n"),
+        "cthulhu.toml:8:7: streams[1].key: the key of stream \"live/b\" equals the play key of stream \
+         \"live/studio\" (streams[0]); a player could publish",
+    );
+    // Two streams may share a play key.
+    let text = format!(
+        "{STREAM}play_key = \"p\"\n\n[[streams]]\npath = \"live/b\"\nkey = \"b\"\nplay_key = \"p\"\n"
+    );
+    assert_eq!(parse(&text).unwrap().streams.len(), 2);
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cthulhu.toml");
+    std::fs::write(&path, FULL.replace("chunk_size = 8192", "chunk_size = 1")).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}:8:14: rtmp.chunk_size: 1 is out of range (128..=65536)",
+            path.display()
+        )
+    );
+
+    let missing = dir.path().join("missing.toml");
+    let err = Config::load(&missing).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }));
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}: cannot read config file: ", missing.display()))
+    );
+
+    std::fs::write(&path, STREAM).unwrap();
+    assert_eq!(
+        Config::load(&path).unwrap().streams[0].key.expose(),
+        "studio-secret"
+    );
+}
+
+#[test]
+fn error_fields() {
+    let err = parse("[rtmp]\n  chunk_size = 1\n").unwrap_err();
+    let ConfigError::Invalid {
+        origin,
+        line,
+        column,
+        key,
+        ..
+    } = err
+    else {
+        panic!("unexpected {err:?}");
+    };
+    assert_eq!((origin.as_str(), line, column), ("cthulhu.toml", 2, 16));
+    assert_eq!(key.as_deref(), Some("rtmp.chunk_size"));
+}
