@@ -1,1 +1,22 @@
-//! Cthulhu RTMP.
+//! # cthulhu-rtmp
+//!
+//! RTMP for Cthulhu on `rml_rtmp`'s sans-IO sessions: an ingest/play listener
+//! ([`server`]), a publishing client for pushes and probes ([`client`], [`push`]),
+//! RTMPS through rustls, and the conversion between RTMP messages and core frames
+//! ([`to_core`], [`from_core`]) with zero-copy chunking ([`chunk`]).
+
+pub mod chunk;
+pub mod client;
+pub mod error;
+pub mod from_core;
+pub mod push;
+pub mod server;
+pub mod tls;
+pub mod to_core;
+pub mod url;
+
+pub use client::{ClientConfig, ConnectInfo, PublishingClient, probe};
+pub use error::RtmpError;
+pub use push::{PushConfig, RtmpPush};
+pub use server::{RtmpServer, ServerConfig};
+pub use url::RtmpUrl;

@@ -1,10 +1,151 @@
-//! The Cthulhu server binary.
+//! `cthulhu-server`: the Cthulhu reference server.
+//!
+//! With no arguments it runs a working proxy on embedded defaults (RTMP on
+//! 0.0.0.0:1935, data in `./cthulhu-data`, one stream `live/main` whose key is created
+//! on first start). `--config FILE` reads a TOML file; `check` validates one; `probe`
+//! tests a destination before going live.
 
-// The modules below are used by the main wiring, which lands next; until then their
-// items are unused in the binary.
-#[allow(dead_code)]
 mod config;
-#[allow(dead_code)]
+mod run;
 mod store;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(name = "cthulhu-server", version, about = "Cthulhu live-video restreaming proxy")]
+struct Cli {
+    /// TOML configuration file (without it: embedded defaults, data in ./cthulhu-data).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validates a configuration file without starting anything.
+    Check,
+    /// Connects to a destination, asks to publish and reports the answer, sending no media.
+    Probe {
+        /// The destination URL, e.g. rtmp://a.rtmp.youtube.com/live2/KEY.
+        url: String,
+        /// Seconds allowed for each step.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check) => check(cli.config),
+        Some(Command::Probe { url, timeout }) => probe(&url, timeout),
+        None => serve(cli.config),
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    let Some(path) = path else {
+        eprintln!("check needs --config FILE");
+        return ExitCode::from(2);
+    };
+    match config::Config::load(&path) {
+        Ok(cfg) => {
+            let dests: usize = cfg.streams.iter().map(|s| s.push.len()).sum();
+            println!(
+                "{}: OK ({} stream(s), {} destination(s))",
+                path.display(),
+                cfg.streams.len(),
+                dests
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn probe(url: &str, timeout: u64) -> ExitCode {
+    let parsed = match cthulhu_rtmp::RtmpUrl::parse(url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cfg = cthulhu_rtmp::ClientConfig {
+        connect_timeout: Duration::from_secs(timeout),
+        response_timeout: Duration::from_secs(timeout),
+        ..cthulhu_rtmp::ClientConfig::default()
+    };
+    println!("Probing {} ...", parsed.redacted());
+    match rt.block_on(cthulhu_rtmp::probe(&parsed, &cfg)) {
+        Ok(info) => {
+            println!(
+                "OK: publish accepted (tcp {} ms, handshake {} ms, connect {} ms, publish {} ms{})",
+                info.tcp_ms,
+                info.handshake_ms,
+                info.connect_ms,
+                info.publish_ms,
+                info.server_version
+                    .map(|v| format!(", server {v}"))
+                    .unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(cthulhu_rtmp::RtmpError::Refused(why)) => {
+            println!("REFUSED: {why}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(path: Option<PathBuf>) -> ExitCode {
+    let cfg = match &path {
+        Some(p) => match config::Config::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => config::Config::default_embedded(config::DEFAULT_DATA_DIR),
+    };
+    run::init_tracing(cfg.server.log.as_deref());
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run::serve(cfg, path.is_none())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Server failed");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -83,48 +83,57 @@ impl Continuity {
                 }
                 _ => sub.recv().await?,
             };
-            match ev {
-                StreamEvent::Started(info) => {
-                    if self.in_session {
-                        self.rebase_from = Some(self.ended_at.unwrap_or_else(Instant::now));
-                        self.ended_at = None;
-                        return Some(ContinuityEvent::Resumed(info));
-                    }
-                    self.in_session = true;
-                    self.offset = 0;
-                    self.last_dts = None;
-                    self.rebase_from = None;
+            if let Some(out) = self.process(ev) {
+                return Some(out);
+            }
+        }
+    }
+
+    /// Takes the next event if one is ready without waiting (for batching writes).
+    /// Returns None when nothing is queued or a grace period is running.
+    pub fn try_next(&mut self, sub: &mut Subscriber) -> Option<ContinuityEvent> {
+        loop {
+            if self.ended_at.is_some() {
+                return None;
+            }
+            let ev = sub.try_recv()?;
+            if let Some(out) = self.process(ev) {
+                return Some(out);
+            }
+        }
+    }
+
+    fn process(&mut self, ev: StreamEvent) -> Option<ContinuityEvent> {
+        let live = self.in_session && self.ended_at.is_none();
+        match ev {
+            StreamEvent::Started(info) => {
+                if self.in_session {
+                    self.rebase_from = Some(self.ended_at.unwrap_or_else(Instant::now));
                     self.ended_at = None;
-                    return Some(ContinuityEvent::Started(info));
+                    return Some(ContinuityEvent::Resumed(info));
                 }
-                StreamEvent::Updated(info) => {
-                    if self.in_session && self.ended_at.is_none() {
-                        return Some(ContinuityEvent::Updated(info));
-                    }
+                self.in_session = true;
+                self.offset = 0;
+                self.last_dts = None;
+                self.rebase_from = None;
+                self.ended_at = None;
+                Some(ContinuityEvent::Started(info))
+            }
+            StreamEvent::Updated(info) => live.then_some(ContinuityEvent::Updated(info)),
+            StreamEvent::Frame(frame) => live.then(|| ContinuityEvent::Frame(self.rebase(frame))),
+            StreamEvent::Gap { dropped } => live.then_some(ContinuityEvent::Gap { dropped }),
+            StreamEvent::Ended(reason) => {
+                if !self.in_session {
+                    return None;
                 }
-                StreamEvent::Frame(frame) => {
-                    if self.in_session && self.ended_at.is_none() {
-                        return Some(ContinuityEvent::Frame(self.rebase(frame)));
+                if reason == EndReason::PublisherGone && !self.grace.is_zero() {
+                    if self.ended_at.is_none() {
+                        self.ended_at = Some(Instant::now());
                     }
+                    return None;
                 }
-                StreamEvent::Gap { dropped } => {
-                    if self.in_session && self.ended_at.is_none() {
-                        return Some(ContinuityEvent::Gap { dropped });
-                    }
-                }
-                StreamEvent::Ended(reason) => {
-                    if !self.in_session {
-                        continue;
-                    }
-                    if reason == EndReason::PublisherGone && !self.grace.is_zero() {
-                        if self.ended_at.is_none() {
-                            self.ended_at = Some(Instant::now());
-                        }
-                        continue;
-                    }
-                    self.end();
-                    return Some(ContinuityEvent::Ended(reason));
-                }
+                self.end();
+                Some(ContinuityEvent::Ended(reason))
             }
         }
     }

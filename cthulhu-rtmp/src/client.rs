@@ -1,0 +1,511 @@
+//! The RTMP publishing client used for pushes and probes.
+//!
+//! rml_rtmp's `ClientSession` sends neither `releaseStream` nor `FCPublish`, counts
+//! acknowledgements from the last ack instead of cumulatively, and has no TLS, so this
+//! client drives the connection itself on rml_rtmp's handshake, chunk and message
+//! codecs, with the command sequence ffmpeg and OBS send:
+//! `connect`, `releaseStream`, `FCPublish`, `createStream`, `publish`, and on stop
+//! `FCUnpublish`, `deleteStream`.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rml_amf0::Amf0Value;
+use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
+use rml_rtmp::time::RtmpTimestamp;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+
+use crate::chunk::write_segments;
+use crate::error::RtmpError;
+use crate::url::RtmpUrl;
+
+/// A byte stream: TCP or TLS over TCP.
+pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+
+/// Client timeouts.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// TCP (and TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// Time for each command round trip (connect, createStream, publish).
+    pub response_timeout: Duration,
+    /// Outbound chunk size.
+    pub chunk_size: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(10),
+            chunk_size: 4096,
+        }
+    }
+}
+
+/// What the server said while we connected, for probes and logs.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectInfo {
+    /// The server's `fmsVer`, if it sent one.
+    pub server_version: Option<String>,
+    /// Time to the TCP (and TLS) connection.
+    pub tcp_ms: u64,
+    /// Time to the end of the RTMP handshake.
+    pub handshake_ms: u64,
+    /// Time to `NetConnection.Connect.Success`.
+    pub connect_ms: u64,
+    /// Time to `NetStream.Publish.Start`.
+    pub publish_ms: u64,
+}
+
+/// A connected RTMP client that is allowed to publish.
+pub struct PublishingClient {
+    rd: ReadHalf<Box<dyn IoStream>>,
+    wr: WriteHalf<Box<dyn IoStream>>,
+    proto: ClientProto,
+    /// The message stream id the server gave us.
+    pub stream_id: u32,
+    /// What the server said.
+    pub info: ConnectInfo,
+    key: String,
+    read_buf: BytesMut,
+}
+
+/// The protocol state shared by the connect phase and the publishing phase.
+struct ClientProto {
+    ser: ChunkSerializer,
+    de: ChunkDeserializer,
+    out: Vec<Bytes>,
+    bytes_in: u64,
+    acked: u64,
+    window: Option<u32>,
+    epoch: Instant,
+}
+
+/// Something the server told us while publishing.
+#[derive(Debug)]
+pub enum ServerNotice {
+    /// An `onStatus` with an error level or a stop code: publishing is over.
+    Stopped(String),
+}
+
+impl ClientProto {
+    fn now(&self) -> RtmpTimestamp {
+        RtmpTimestamp::new(self.epoch.elapsed().as_millis() as u32)
+    }
+
+    fn send(&mut self, msg: RtmpMessage, stream_id: u32) -> Result<(), RtmpError> {
+        let payload = msg
+            .into_message_payload(self.now(), stream_id)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        let packet = self
+            .ser
+            .serialize(&payload, false, false)
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        self.out.push(Bytes::from(packet.bytes));
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        name: &str,
+        txn: f64,
+        args: Vec<Amf0Value>,
+        stream_id: u32,
+    ) -> Result<(), RtmpError> {
+        self.send(
+            RtmpMessage::Amf0Command {
+                command_name: name.into(),
+                transaction_id: txn,
+                command_object: Amf0Value::Null,
+                additional_arguments: args,
+            },
+            stream_id,
+        )
+    }
+
+    /// Feeds received bytes; returns the messages they completed. Also queues
+    /// acknowledgements (cumulative, as the specification says) and ping responses.
+    fn input(&mut self, data: &[u8]) -> Result<Vec<MessagePayload>, RtmpError> {
+        self.bytes_in += data.len() as u64;
+        let mut out = Vec::new();
+        let mut input = data;
+        loop {
+            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.de.get_next_message(input)
+            }))
+            .map_err(|_| RtmpError::Protocol("malformed chunk from server".into()))?
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            input = &[];
+            let Some(payload) = next else { break };
+            // A chunk size change applies to the very next chunk, so it is handled
+            // before anything else is parsed.
+            match payload.to_rtmp_message() {
+                Ok(RtmpMessage::SetChunkSize { size }) => {
+                    self.de
+                        .set_max_chunk_size(size as usize)
+                        .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+                }
+                Ok(RtmpMessage::WindowAcknowledgement { size }) => self.window = Some(size),
+                Ok(RtmpMessage::UserControl {
+                    event_type: UserControlEventType::PingRequest,
+                    timestamp,
+                    ..
+                }) => {
+                    self.send(
+                        RtmpMessage::UserControl {
+                            event_type: UserControlEventType::PingResponse,
+                            stream_id: None,
+                            buffer_length: None,
+                            timestamp,
+                        },
+                        0,
+                    )?;
+                }
+                _ => out.push(payload),
+            }
+        }
+        if let Some(w) = self.window
+            && w > 0
+            && self.bytes_in - self.acked >= u64::from(w)
+        {
+            self.acked = self.bytes_in;
+            // The sequence number is the total received so far (it wraps at 32 bits).
+            self.send(
+                RtmpMessage::Acknowledgement {
+                    sequence_number: self.bytes_in as u32,
+                },
+                0,
+            )?;
+        }
+        Ok(out)
+    }
+}
+
+async fn open(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Box<dyn IoStream>, RtmpError> {
+    let addr = format!("{}:{}", url.host, url.port);
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&addr))
+        .await
+        .map_err(|_| RtmpError::Timeout("connecting"))??;
+    let _ = tcp.set_nodelay(true);
+    if url.tls {
+        let tls = crate::tls::connect(&url.host, tcp);
+        let s = tokio::time::timeout(cfg.connect_timeout, tls)
+            .await
+            .map_err(|_| RtmpError::Timeout("in the TLS handshake"))??;
+        Ok(Box::new(s))
+    } else {
+        Ok(Box::new(tcp))
+    }
+}
+
+async fn client_handshake(s: &mut Box<dyn IoStream>) -> Result<Vec<u8>, RtmpError> {
+    let mut hs = Handshake::new(PeerType::Client);
+    let p0p1 = hs
+        .generate_outbound_p0_and_p1()
+        .map_err(|e| RtmpError::Handshake(e.to_string()))?;
+    s.write_all(&p0p1).await?;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Err(RtmpError::Closed);
+        }
+        let input = buf.get(..n).unwrap_or_default();
+        let res =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hs.process_bytes(input)))
+                .map_err(|_| RtmpError::Handshake("malformed handshake from server".into()))?
+                .map_err(|e| RtmpError::Handshake(e.to_string()))?;
+        match res {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).await?
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).await?;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
+
+fn status_of(args: &[Amf0Value]) -> (String, String, String) {
+    for a in args {
+        if let Amf0Value::Object(props) = a {
+            let get = |k: &str| match props.get(k) {
+                Some(Amf0Value::Utf8String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            return (get("level"), get("code"), get("description"));
+        }
+    }
+    (String::new(), String::new(), String::new())
+}
+
+impl PublishingClient {
+    /// Connects, handshakes and asks to publish `url.key` on `url.app`.
+    ///
+    /// On success the server has answered `NetStream.Publish.Start`; on refusal the
+    /// error carries the server's code and description.
+    pub async fn connect(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Self, RtmpError> {
+        let t0 = Instant::now();
+        let mut s = open(url, cfg).await?;
+        let mut info = ConnectInfo {
+            tcp_ms: t0.elapsed().as_millis() as u64,
+            ..ConnectInfo::default()
+        };
+        let leftover = tokio::time::timeout(cfg.response_timeout, client_handshake(&mut s))
+            .await
+            .map_err(|_| RtmpError::HandshakeTimeout)??;
+        info.handshake_ms = t0.elapsed().as_millis() as u64;
+        let (rd, wr) = tokio::io::split(s);
+        let mut proto = ClientProto {
+            ser: ChunkSerializer::new(),
+            de: ChunkDeserializer::new(),
+            out: Vec::new(),
+            bytes_in: 0,
+            acked: 0,
+            window: None,
+            epoch: Instant::now(),
+        };
+        let packet = proto
+            .ser
+            .set_max_chunk_size(cfg.chunk_size, RtmpTimestamp::new(0))
+            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+        proto.out.push(Bytes::from(packet.bytes));
+        let mut client = PublishingClient {
+            rd,
+            wr,
+            proto,
+            stream_id: 0,
+            info,
+            key: url.key.clone(),
+            read_buf: BytesMut::with_capacity(8192),
+        };
+        if !leftover.is_empty() {
+            let early = client.proto.input(&leftover)?;
+            drop(early);
+        }
+        let mut obj = HashMap::new();
+        obj.insert("app".to_string(), Amf0Value::Utf8String(url.app.clone()));
+        obj.insert(
+            "type".to_string(),
+            Amf0Value::Utf8String("nonprivate".into()),
+        );
+        obj.insert(
+            "flashVer".to_string(),
+            Amf0Value::Utf8String("FMLE/3.0 (compatible; Cthulhu)".into()),
+        );
+        obj.insert("tcUrl".to_string(), Amf0Value::Utf8String(url.tc_url()));
+        client.proto.send(
+            RtmpMessage::Amf0Command {
+                command_name: "connect".into(),
+                transaction_id: 1.0,
+                command_object: Amf0Value::Object(obj),
+                additional_arguments: vec![],
+            },
+            0,
+        )?;
+        client.flush().await?;
+        let (cmd, obj, args) = client.await_result(1.0, cfg.response_timeout).await?;
+        if cmd != "_result" {
+            let (_, code, desc) = status_of(&args);
+            return Err(RtmpError::Refused(
+                format!("connect: {code} {desc}").trim().to_owned(),
+            ));
+        }
+        if let Amf0Value::Object(props) = &obj
+            && let Some(Amf0Value::Utf8String(v)) = props.get("fmsVer")
+        {
+            client.info.server_version = Some(v.clone());
+        }
+        client.info.connect_ms = t0.elapsed().as_millis() as u64;
+        let key = Amf0Value::Utf8String(client.key.clone());
+        client
+            .proto
+            .command("releaseStream", 2.0, vec![key.clone()], 0)?;
+        client
+            .proto
+            .command("FCPublish", 3.0, vec![key.clone()], 0)?;
+        client.proto.command("createStream", 4.0, vec![], 0)?;
+        client.flush().await?;
+        let (cmd, _, args) = client.await_result(4.0, cfg.response_timeout).await?;
+        client.stream_id = match (cmd.as_str(), args.first()) {
+            ("_result", Some(Amf0Value::Number(n))) if *n >= 0.0 && *n < f64::from(u32::MAX) => {
+                *n as u32
+            }
+            _ => return Err(RtmpError::Refused("createStream was not accepted".into())),
+        };
+        let sid = client.stream_id;
+        client.proto.command(
+            "publish",
+            5.0,
+            vec![key, Amf0Value::Utf8String("live".into())],
+            sid,
+        )?;
+        client.flush().await?;
+        client.await_publish_start(cfg.response_timeout).await?;
+        client.info.publish_ms = t0.elapsed().as_millis() as u64;
+        Ok(client)
+    }
+
+    async fn flush(&mut self) -> Result<(), RtmpError> {
+        write_segments(&mut self.wr, &mut self.proto.out).await?;
+        Ok(())
+    }
+
+    async fn read_messages(&mut self) -> Result<Vec<MessagePayload>, RtmpError> {
+        let n = self.rd.read_buf(&mut self.read_buf).await?;
+        if n == 0 {
+            return Err(RtmpError::Closed);
+        }
+        let data = self.read_buf.split();
+        if self.read_buf.capacity() < 4096 {
+            self.read_buf.reserve(8192);
+        }
+        let msgs = self.proto.input(&data)?;
+        self.flush().await?;
+        Ok(msgs)
+    }
+
+    /// Waits for `_result`/`_error` of a transaction.
+    async fn await_result(
+        &mut self,
+        txn: f64,
+        limit: Duration,
+    ) -> Result<(String, Amf0Value, Vec<Amf0Value>), RtmpError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msgs = tokio::time::timeout_at(deadline, self.read_messages())
+                .await
+                .map_err(|_| RtmpError::Timeout("waiting for the server's answer"))??;
+            for m in msgs {
+                if let Ok(RtmpMessage::Amf0Command {
+                    command_name,
+                    transaction_id,
+                    command_object,
+                    additional_arguments,
+                }) = m.to_rtmp_message()
+                {
+                    if (command_name == "_result" || command_name == "_error")
+                        && transaction_id == txn
+                    {
+                        return Ok((command_name, command_object, additional_arguments));
+                    }
+                    if command_name == "onStatus" {
+                        let (level, code, desc) = status_of(&additional_arguments);
+                        if level == "error" {
+                            return Err(RtmpError::Refused(
+                                format!("{code} {desc}").trim().to_owned(),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn await_publish_start(&mut self, limit: Duration) -> Result<(), RtmpError> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msgs = tokio::time::timeout_at(deadline, self.read_messages())
+                .await
+                .map_err(|_| RtmpError::Timeout("waiting for NetStream.Publish.Start"))??;
+            for m in msgs {
+                if let Ok(RtmpMessage::Amf0Command {
+                    command_name,
+                    additional_arguments,
+                    ..
+                }) = m.to_rtmp_message()
+                {
+                    match command_name.as_str() {
+                        "onStatus" => {
+                            let (level, code, desc) = status_of(&additional_arguments);
+                            if code == "NetStream.Publish.Start" {
+                                return Ok(());
+                            }
+                            if level == "error"
+                                || code.ends_with("BadName")
+                                || code.ends_with("Failed")
+                            {
+                                return Err(RtmpError::Refused(
+                                    format!("{code} {desc}").trim().to_owned(),
+                                ));
+                            }
+                        }
+                        "_error" => {
+                            let (_, code, desc) = status_of(&additional_arguments);
+                            return Err(RtmpError::Refused(
+                                format!("publish: {code} {desc}").trim().to_owned(),
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes media segments (from [`crate::from_core::FromCore`]) after any pending control output.
+    pub async fn write_media(&mut self, segments: &mut Vec<Bytes>) -> Result<(), RtmpError> {
+        self.flush().await?;
+        write_segments(&mut self.wr, segments).await?;
+        Ok(())
+    }
+
+    /// Reads from the server: handles pings and acknowledgements, and reports a
+    /// server-side stop. Cancel-safe (a read is either complete or not started).
+    pub async fn poll_server(&mut self) -> Result<Option<ServerNotice>, RtmpError> {
+        let msgs = self.read_messages().await?;
+        for m in msgs {
+            if let Ok(RtmpMessage::Amf0Command {
+                command_name,
+                additional_arguments,
+                ..
+            }) = m.to_rtmp_message()
+                && command_name == "onStatus"
+            {
+                let (level, code, desc) = status_of(&additional_arguments);
+                if level == "error"
+                    || code == "NetStream.Publish.BadName"
+                    || code == "NetStream.Unpublish.Success"
+                {
+                    return Ok(Some(ServerNotice::Stopped(
+                        format!("{code} {desc}").trim().to_owned(),
+                    )));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Unpublishes cleanly (`FCUnpublish`, `deleteStream`) and closes the connection.
+    pub async fn close(mut self) -> Result<(), RtmpError> {
+        let key = Amf0Value::Utf8String(self.key.clone());
+        self.proto.command("FCUnpublish", 6.0, vec![key], 0)?;
+        self.proto.command(
+            "deleteStream",
+            7.0,
+            vec![Amf0Value::Number(f64::from(self.stream_id))],
+            0,
+        )?;
+        self.flush().await?;
+        let _ = self.wr.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Checks that a destination accepts publishing, without sending media.
+pub async fn probe(url: &RtmpUrl, cfg: &ClientConfig) -> Result<ConnectInfo, RtmpError> {
+    let client = PublishingClient::connect(url, cfg).await?;
+    let info = client.info.clone();
+    client.close().await?;
+    Ok(info)
+}

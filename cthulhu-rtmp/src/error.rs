@@ -1,0 +1,45 @@
+//! Errors of the RTMP crate.
+
+use std::io;
+
+/// RTMP errors. Messages never contain stream keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RtmpError {
+    /// A socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The peer did not finish the handshake in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The handshake bytes were invalid.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The peer sent something the protocol does not allow.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A publisher sent nothing for too long.
+    #[error("publisher idle for {0} s")]
+    IdleTimeout(u64),
+    /// A player did not read for too long.
+    #[error("player stalled for {0} s")]
+    StallTimeout(u64),
+    /// The remote end refused a request (for example publishing).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The remote end closed the connection.
+    #[error("connection closed by peer")]
+    Closed,
+    /// A URL is not a usable RTMP URL.
+    #[error("invalid url: {0}")]
+    InvalidUrl(String),
+    /// TLS setup or handshake failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A step timed out.
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    /// Converting media failed.
+    #[error("media: {0}")]
+    Media(String),
+}

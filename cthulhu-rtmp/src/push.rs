@@ -1,0 +1,218 @@
+//! Pushing a hub stream to an RTMP/RTMPS destination, under the core supervisor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use cthulhu_core::hub::{Continuity, ContinuityEvent};
+use cthulhu_core::supervisor::{Destination, DestinationError, LiveSignal};
+use cthulhu_core::{Frame, MediaKind, StreamInfo, Subscriber};
+use tracing::info;
+
+use crate::client::{ClientConfig, PublishingClient, ServerNotice};
+use crate::error::RtmpError;
+use crate::from_core::FromCore;
+use crate::url::RtmpUrl;
+
+/// Push settings.
+#[derive(Clone, Debug)]
+pub struct PushConfig {
+    /// Client timeouts and chunk size.
+    pub client: ClientConfig,
+    /// How long the destination stays connected after the publisher drops.
+    pub grace: Duration,
+    /// A destination that accepts no bytes for this long is dropped and retried.
+    pub write_timeout: Duration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            client: ClientConfig::default(),
+            grace: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One RTMP push destination: implements the supervisor's [`Destination`].
+pub struct RtmpPush {
+    name: String,
+    url: RtmpUrl,
+    sub: Subscriber,
+    cont: Continuity,
+    cfg: PushConfig,
+    info: Option<Arc<StreamInfo>>,
+    configs: Vec<Frame>,
+    /// A non-frame event taken while batching, handled next.
+    pending: Option<ContinuityEvent>,
+}
+
+impl RtmpPush {
+    /// Creates a push of `sub`'s stream to `url`.
+    pub fn new(name: String, url: RtmpUrl, sub: Subscriber, cfg: PushConfig) -> Self {
+        Self {
+            name,
+            url,
+            sub,
+            cont: Continuity::new(cfg.grace),
+            cfg,
+            info: None,
+            configs: Vec::new(),
+            pending: None,
+        }
+    }
+
+    fn remember_config(&mut self, f: &Frame) {
+        match self.configs.iter_mut().find(|c| c.track == f.track) {
+            Some(slot) => *slot = f.clone(),
+            None => self.configs.push(f.clone()),
+        }
+    }
+
+    async fn write(
+        &self,
+        client: &mut PublishingClient,
+        out: &mut Vec<Bytes>,
+    ) -> Result<(), DestinationError> {
+        match tokio::time::timeout(self.cfg.write_timeout, client.write_media(out)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DestinationError::Push(e.to_string())),
+            Err(_) => Err(DestinationError::Push(format!(
+                "destination accepted nothing for {} s",
+                self.cfg.write_timeout.as_secs()
+            ))),
+        }
+    }
+}
+
+fn connect_error(e: RtmpError) -> DestinationError {
+    match e {
+        RtmpError::Refused(why) => DestinationError::Rejected(why),
+        other => DestinationError::Connect(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Destination for RtmpPush {
+    async fn wait_for_stream(&mut self) -> bool {
+        if self.cont.in_session() {
+            return true;
+        }
+        loop {
+            match self.cont.next(&mut self.sub).await {
+                None => return false,
+                Some(ContinuityEvent::Started(info)) => {
+                    self.info = Some(info);
+                    self.configs.clear();
+                    return true;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn push(&mut self, live: &LiveSignal) -> Result<(), DestinationError> {
+        if !self.cont.in_session() {
+            return Ok(());
+        }
+        let mut client = tokio::select! {
+            r = PublishingClient::connect(&self.url, &self.cfg.client) => r.map_err(connect_error)?,
+            _ = live.stopping() => return Ok(()),
+        };
+        live.set_live();
+        let mut from = FromCore::new(self.cfg.client.chunk_size, client.stream_id);
+        let mut out = Vec::new();
+        if let Some(info) = &self.info {
+            from.metadata(info, true, &mut out)
+                .map_err(|e| DestinationError::Push(e.to_string()))?;
+        }
+        for c in &self.configs {
+            from.frame(c, &mut out)
+                .map_err(|e| DestinationError::Push(e.to_string()))?;
+        }
+        self.write(&mut client, &mut out).await?;
+        // After (re)connecting, media starts on a video keyframe.
+        let mut need_key = true;
+        loop {
+            tokio::select! {
+                biased;
+                _ = live.stopping() => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                    return Ok(());
+                }
+                r = client.poll_server() => match r {
+                    Ok(None) => {}
+                    Ok(Some(ServerNotice::Stopped(why))) => return Err(DestinationError::Rejected(why)),
+                    Err(e) => return Err(DestinationError::Push(e.to_string())),
+                },
+                ev = next_event(&mut self.pending, &mut self.cont, &mut self.sub) => {
+                    let Some(ev) = ev else {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                        return Ok(());
+                    };
+                    match ev {
+                        ContinuityEvent::Frame(f) => {
+                            if f.is_config() {
+                                self.remember_config(&f);
+                            } else if need_key {
+                                let has_video = self.configs.iter().any(|c| c.kind() == MediaKind::Video);
+                                if has_video && !(f.kind() == MediaKind::Video && f.is_keyframe()) {
+                                    continue;
+                                }
+                                need_key = false;
+                            }
+                            from.frame(&f, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
+                            // Batch whatever else is already queued (frames only).
+                            while out.len() < 256 {
+                                match self.cont.try_next(&mut self.sub) {
+                                    Some(ContinuityEvent::Frame(f)) => {
+                                        if f.is_config() {
+                                            self.remember_config(&f);
+                                        }
+                                        from.frame(&f, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
+                                    }
+                                    Some(other) => {
+                                        self.pending = Some(other);
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            self.write(&mut client, &mut out).await?;
+                        }
+                        ContinuityEvent::Updated(info) => {
+                            from.metadata(&info, true, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
+                            self.info = Some(info);
+                            self.write(&mut client, &mut out).await?;
+                        }
+                        ContinuityEvent::Resumed(info) | ContinuityEvent::Started(info) => {
+                            info!(dest = %self.name, stream = %info.path, "Publisher back within grace: resuming");
+                            from.metadata(&info, true, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
+                            self.info = Some(info);
+                            self.write(&mut client, &mut out).await?;
+                        }
+                        ContinuityEvent::Gap { .. } => {}
+                        ContinuityEvent::Ended(reason) => {
+                            info!(dest = %self.name, reason = %reason, "Stream over: unpublishing");
+                            let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn next_event(
+    pending: &mut Option<ContinuityEvent>,
+    cont: &mut Continuity,
+    sub: &mut Subscriber,
+) -> Option<ContinuityEvent> {
+    if let Some(ev) = pending.take() {
+        return Some(ev);
+    }
+    cont.next(sub).await
+}

@@ -1,0 +1,611 @@
+//! The RTMP listener: ingest (publish) and play, on rml_rtmp's `ServerSession`.
+//!
+//! Each connection is one tokio task driving a sans-IO `ServerSession`: read bytes,
+//! feed the session, write its responses in order, act on its events. The application
+//! decides through a [`Router`]: the session asks, the router answers. Media to players
+//! is chunked by us without copying payloads ([`crate::from_core`]).
+//!
+//! Every call into rml_rtmp with network input is isolated with `catch_unwind`: input
+//! that makes the parser panic closes that one connection with a logged reason.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
+use cthulhu_core::{
+    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
+    Subscriber,
+};
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::chunk::{TYPE_AGGREGATE, write_segments};
+use crate::error::RtmpError;
+use crate::from_core::FromCore;
+use crate::to_core::{self, ToCore};
+
+/// Listener settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Outbound chunk size announced to every client.
+    pub chunk_size: u32,
+    /// Time allowed for the handshake and the first publish/play request.
+    pub handshake_timeout: Duration,
+    /// A publisher (or a connection that has not started publishing or playing) that
+    /// sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A player whose socket accepts nothing for this long is closed.
+    pub play_stall_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            chunk_size: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            play_stall_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Shared state of a listener's connections.
+struct Ctx {
+    hub: Hub,
+    router: Arc<dyn Router>,
+    config: ServerConfig,
+    next_id: AtomicU64,
+}
+
+/// A bound RTMP listener. Call [`RtmpServer::run`] to accept connections.
+#[must_use = "the server does nothing until run"]
+pub struct RtmpServer {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
+
+impl RtmpServer {
+    /// Binds the listener.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: ServerConfig,
+        hub: Hub,
+        router: Arc<dyn Router>,
+    ) -> Result<Self, RtmpError> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            ctx: Arc::new(Ctx {
+                hub,
+                router,
+                config,
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, RtmpError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Accepts connections until `shutdown` becomes true; connection tasks end with it.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                res = self.listener.accept() => match res {
+                    Ok((sock, peer)) => {
+                        let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
+                        let ctx = self.ctx.clone();
+                        let stop = shutdown.clone();
+                        let span = info_span!("rtmp", conn = id, peer = %peer);
+                        tokio::spawn(
+                            async move {
+                                match Connection::run(ctx, sock, peer, stop).await {
+                                    Ok(()) => debug!("Connection closed"),
+                                    Err(e) => info!(error = %e, "Connection closed"),
+                                }
+                            }
+                            .instrument(span),
+                        );
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        warn!(error = %e, "Accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs an rml_rtmp call on untrusted input, turning a panic into an error.
+fn guarded<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, RtmpError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RtmpError::Protocol(format!("{what}: {e}"))),
+        Err(_) => Err(RtmpError::Protocol(format!(
+            "{what}: malformed input made the RTMP parser fail"
+        ))),
+    }
+}
+
+/// Splits an RTMP play/publish name into the name and its query (`NAME?key=KEY&x=y`).
+pub(crate) fn split_name(raw: &str) -> (String, Option<Secret>, Vec<(String, String)>) {
+    let (name, query) = raw.split_once('?').unwrap_or((raw, ""));
+    let mut key = None;
+    let mut rest = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "key" {
+            key = Some(Secret::new(v.into_owned()));
+        } else {
+            rest.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    (name.to_owned(), key, rest)
+}
+
+struct Publishing {
+    publisher: Publisher,
+    to_core: ToCore,
+}
+
+struct Playing {
+    sub: Subscriber,
+    cont: Continuity,
+    from_core: FromCore,
+}
+
+struct Connection {
+    ctx: Arc<Ctx>,
+    peer: SocketAddr,
+    session: ServerSession,
+    out: Vec<Bytes>,
+    publishing: Option<Publishing>,
+    playing: Option<Playing>,
+    /// Set when the connection must close once pending output is written.
+    closing: Option<RtmpError>,
+}
+
+impl Connection {
+    async fn run(
+        ctx: Arc<Ctx>,
+        mut sock: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RtmpError> {
+        let _ = sock.set_nodelay(true);
+        let leftover = tokio::time::timeout(ctx.config.handshake_timeout, handshake(&mut sock))
+            .await
+            .map_err(|_| RtmpError::HandshakeTimeout)??;
+        let mut config = ServerSessionConfig::new();
+        config.chunk_size = ctx.config.chunk_size;
+        let (session, initial) = guarded("session start", || ServerSession::new(config))?;
+        let mut conn = Connection {
+            ctx: ctx.clone(),
+            peer,
+            session,
+            out: Vec::new(),
+            publishing: None,
+            playing: None,
+            closing: None,
+        };
+        conn.queue_results(initial);
+        let (mut rd, mut wr) = sock.into_split();
+        let mut buf = BytesMut::with_capacity(8192);
+        if !leftover.is_empty() {
+            conn.handle_input(&leftover).await?;
+        }
+        let started = tokio::time::Instant::now();
+        let mut last_read = tokio::time::Instant::now();
+        loop {
+            conn.flush(&mut wr).await?;
+            if let Some(e) = conn.closing.take() {
+                let _ = wr.shutdown().await;
+                return Err(e);
+            }
+            let idle_deadline = if conn.playing.is_some() {
+                None
+            } else if conn.publishing.is_none() {
+                Some(
+                    (last_read + ctx.config.idle_timeout)
+                        .min(started + ctx.config.handshake_timeout.max(ctx.config.idle_timeout)),
+                )
+            } else {
+                Some(last_read + ctx.config.idle_timeout)
+            };
+            let sleep = async {
+                match idle_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let play_ready = async {
+                match conn.playing.as_mut() {
+                    Some(p) => p.cont.next(&mut p.sub).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let replaced = async {
+                match conn.publishing.as_ref() {
+                    Some(p) => p.publisher.ended().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = rd.read_buf(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    last_read = tokio::time::Instant::now();
+                    let data = buf.split().freeze();
+                    conn.handle_input(&data).await?;
+                    if buf.capacity() < 4096 {
+                        buf.reserve(8192);
+                    }
+                }
+                ev = play_ready => {
+                    match ev {
+                        Some(ev) => conn.play_events(ev)?,
+                        None => return Ok(()),
+                    }
+                }
+                reason = replaced => {
+                    return Err(RtmpError::Refused(format!("publishing ended: {reason}")));
+                }
+                _ = sleep => {
+                    return Err(if conn.publishing.is_some() {
+                        RtmpError::IdleTimeout(ctx.config.idle_timeout.as_secs())
+                    } else {
+                        RtmpError::Timeout("waiting for a publish or play request")
+                    });
+                }
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes pending output; a player that accepts nothing for the stall timeout is closed.
+    async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), RtmpError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stall = self.ctx.config.play_stall_timeout;
+        match tokio::time::timeout(stall, write_segments(wr, &mut self.out)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(RtmpError::StallTimeout(stall.as_secs())),
+        }
+    }
+
+    fn queue_results(&mut self, results: Vec<ServerSessionResult>) -> Vec<ServerSessionEvent> {
+        let mut events = Vec::new();
+        for r in results {
+            match r {
+                ServerSessionResult::OutboundResponse(p) => self.out.push(Bytes::from(p.bytes)),
+                ServerSessionResult::RaisedEvent(e) => events.push(e),
+                ServerSessionResult::UnhandleableMessageReceived(payload) => {
+                    if payload.type_id == TYPE_AGGREGATE {
+                        self.aggregate(&payload.data, payload.timestamp.value);
+                    }
+                }
+            }
+        }
+        events
+    }
+
+    async fn handle_input(&mut self, data: &[u8]) -> Result<(), RtmpError> {
+        let results = guarded("rtmp input", || self.session.handle_input(data))?;
+        let events = self.queue_results(results);
+        for ev in events {
+            self.handle_event(ev).await?;
+            if self.closing.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn aggregate(&mut self, body: &Bytes, timestamp: u32) {
+        if let Some(p) = &mut self.publishing {
+            match p.to_core.aggregate(body, timestamp) {
+                Ok(frames) => {
+                    for f in frames {
+                        p.publisher.send(f);
+                    }
+                }
+                Err(e) => self.closing = Some(e),
+            }
+        }
+    }
+
+    fn send_frame(&mut self, frame: Result<Option<Frame>, RtmpError>) {
+        match frame {
+            Ok(Some(f)) => {
+                if let Some(p) = &self.publishing {
+                    p.publisher.send(f);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.closing = Some(e),
+        }
+    }
+
+    async fn handle_event(&mut self, ev: ServerSessionEvent) -> Result<(), RtmpError> {
+        match ev {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
+                debug!(app = %app_name, "Connect");
+                let r = guarded("accept connect", || self.session.accept_request(request_id))?;
+                self.queue_results(r);
+            }
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                ..
+            } => {
+                self.on_publish(request_id, app_name, stream_key).await?;
+            }
+            ServerSessionEvent::PlayStreamRequested {
+                request_id,
+                app_name,
+                stream_key,
+                stream_id,
+                ..
+            } => {
+                self.on_play(request_id, app_name, stream_key, stream_id)
+                    .await?;
+            }
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
+                let frame = match &mut self.publishing {
+                    Some(p) => p.to_core.video(&data, timestamp.value),
+                    None => Ok(None),
+                };
+                self.send_frame(frame);
+            }
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
+                let frame = match &mut self.publishing {
+                    Some(p) => p.to_core.audio(&data, timestamp.value),
+                    None => Ok(None),
+                };
+                self.send_frame(frame);
+            }
+            ServerSessionEvent::StreamMetadataChanged { metadata, .. } => {
+                if let Some(p) = &self.publishing {
+                    p.publisher.set_metadata(to_core::metadata(&metadata));
+                }
+            }
+            ServerSessionEvent::PublishStreamFinished { .. } => {
+                if let Some(p) = self.publishing.take() {
+                    info!(stream = %p.publisher.path(), "Unpublished");
+                }
+            }
+            ServerSessionEvent::PlayStreamFinished { .. } => {
+                if let Some(p) = self.playing.take() {
+                    info!(stream = %p.sub.path(), "Player stopped");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_publish(
+        &mut self,
+        request_id: u32,
+        app: String,
+        raw_name: String,
+    ) -> Result<(), RtmpError> {
+        let (name, key, query) = split_name(&raw_name);
+        let req = AccessRequest {
+            protocol: Protocol::Rtmp,
+            action: Action::Publish,
+            app: app.clone(),
+            name,
+            key,
+            stream_id: None,
+            remote: Some(self.peer),
+            query,
+        };
+        if self.publishing.is_some() || self.playing.is_some() {
+            return self.refuse(
+                request_id,
+                "NetStream.Publish.BadName",
+                "this connection is already publishing or playing".into(),
+            );
+        }
+        let path = match self.ctx.router.authorize(&req).await {
+            Decision::Allow(path) => path,
+            Decision::Deny(reason) => {
+                warn!(app = %app, reason = %reason, "Publish refused");
+                return self.refuse(request_id, "NetStream.Publish.Unauthorized", reason);
+            }
+        };
+        let publisher = match self.ctx.hub.publish(&path) {
+            Ok(p) => p,
+            Err(e @ HubError::AlreadyPublishing(_)) => {
+                warn!(stream = %path, "Publish refused: already publishing");
+                return self.refuse(request_id, "NetStream.Publish.BadName", e.to_string());
+            }
+            Err(e) => return self.refuse(request_id, "NetStream.Publish.BadName", e.to_string()),
+        };
+        let r = guarded("accept publish", || self.session.accept_request(request_id))?;
+        self.queue_results(r);
+        info!(stream = %path, "Published");
+        self.publishing = Some(Publishing {
+            publisher,
+            to_core: ToCore::new(),
+        });
+        Ok(())
+    }
+
+    async fn on_play(
+        &mut self,
+        request_id: u32,
+        app: String,
+        raw_name: String,
+        stream_id: u32,
+    ) -> Result<(), RtmpError> {
+        let (name, key, query) = split_name(&raw_name);
+        let req = AccessRequest {
+            protocol: Protocol::Rtmp,
+            action: Action::Play,
+            app: app.clone(),
+            name,
+            key,
+            stream_id: None,
+            remote: Some(self.peer),
+            query,
+        };
+        if self.publishing.is_some() || self.playing.is_some() {
+            return self.refuse(
+                request_id,
+                "NetStream.Play.Failed",
+                "this connection is already publishing or playing".into(),
+            );
+        }
+        let path = match self.ctx.router.authorize(&req).await {
+            Decision::Allow(path) => path,
+            Decision::Deny(reason) => {
+                warn!(app = %app, reason = %reason, "Play refused");
+                return self.refuse(request_id, "NetStream.Play.StreamNotFound", reason);
+            }
+        };
+        let r = guarded("accept play", || self.session.accept_request(request_id))?;
+        // rml_rtmp answers play with `|RtmpSampleAccess` and `onStatus` data messages on
+        // chunk stream 3 (its only use of it); ffprobe would show them as phantom data
+        // and subtitle tracks, so they are not sent. Nothing else uses chunk stream 3, so
+        // leaving them out cannot break header compression.
+        let r = r
+            .into_iter()
+            .filter(|res| !matches!(res, ServerSessionResult::OutboundResponse(p) if p.bytes.first().map(|b| b & 0x3F) == Some(3)))
+            .collect();
+        self.queue_results(r);
+        let sub = self.ctx.hub.subscribe(
+            &path,
+            SubscribeOptions::labelled(format!("rtmp-play:{}", self.peer)),
+        );
+        info!(stream = %path, "Player started");
+        self.playing = Some(Playing {
+            sub,
+            // Players stay connected across publisher drops, on one timeline.
+            cont: Continuity::new(Duration::from_secs(86_400)),
+            from_core: FromCore::new(self.ctx.config.chunk_size, stream_id),
+        });
+        Ok(())
+    }
+
+    fn refuse(&mut self, request_id: u32, code: &str, reason: String) -> Result<(), RtmpError> {
+        let r = guarded("reject", || {
+            self.session.reject_request(request_id, code, &reason)
+        })?;
+        self.queue_results(r);
+        self.closing = Some(RtmpError::Refused(reason));
+        Ok(())
+    }
+
+    /// Serializes one event (and whatever else is queued) for the player.
+    fn play_events(&mut self, first: ContinuityEvent) -> Result<(), RtmpError> {
+        let Some(p) = self.playing.as_mut() else {
+            return Ok(());
+        };
+        write_event(p, first, &mut self.out)?;
+        // Batch what is already queued into one vectored write.
+        let mut n = 0;
+        while n < 64 {
+            let Some(ev) = p.cont.try_next(&mut p.sub) else {
+                break;
+            };
+            write_event(p, ev, &mut self.out)?;
+            n += 1;
+        }
+        Ok(())
+    }
+}
+
+fn write_event(
+    p: &mut Playing,
+    ev: ContinuityEvent,
+    out: &mut Vec<Bytes>,
+) -> Result<(), RtmpError> {
+    match ev {
+        ContinuityEvent::Started(info)
+        | ContinuityEvent::Resumed(info)
+        | ContinuityEvent::Updated(info) => p.from_core.metadata(&info, false, out),
+        ContinuityEvent::Frame(f) => p.from_core.frame(&f, out),
+        ContinuityEvent::Gap { .. } | ContinuityEvent::Ended(_) => Ok(()),
+    }
+}
+
+/// Runs the server side of the handshake; returns bytes received after it.
+async fn handshake(sock: &mut TcpStream) -> Result<Vec<u8>, RtmpError> {
+    let mut hs = Handshake::new(PeerType::Server);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut buf).await?;
+        if n == 0 {
+            return Err(RtmpError::Closed);
+        }
+        let input = buf.get(..n).unwrap_or_default();
+        let res = guarded("handshake", || hs.process_bytes(input))
+            .map_err(|e| RtmpError::Handshake(e.to_string()))?;
+        match res {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                sock.write_all(&response_bytes).await?;
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                sock.write_all(&response_bytes).await?;
+                return Ok(remaining_bytes);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_keys() {
+        let (n, k, q) = split_name("studio?key=s3cr%3Dt&foo=bar");
+        assert_eq!(n, "studio");
+        assert_eq!(k.unwrap().expose(), "s3cr=t");
+        assert_eq!(q, vec![("foo".to_string(), "bar".to_string())]);
+        let (n, k, _) = split_name("abc-key");
+        assert_eq!(n, "abc-key");
+        assert!(k.is_none());
+    }
+}

@@ -1,0 +1,160 @@
+//! Composition: config → hub, router, RTMP listener and supervised pushes.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use cthulhu_core::hub::{OverflowPolicy, SubscribeOptions};
+use cthulhu_core::policy::{Route, StreamRule};
+use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
+use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter};
+use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
+use tokio::sync::watch;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, OnOverflow, StreamConfig};
+use crate::store::Store;
+
+/// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then `info`.
+pub(crate) fn init_tracing(default: Option<&str>) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default.unwrap_or("info")))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn hub_config(cfg: &Config) -> HubConfig {
+    HubConfig {
+        gop_cache_bytes: cfg.hub.gop_cache_bytes,
+        queue_frames: cfg.hub.subscriber_queue_frames,
+        queue_bytes: cfg.hub.subscriber_queue_bytes,
+        overflow: match cfg.hub.on_overflow {
+            OnOverflow::SkipToKeyframe => OverflowPolicy::SkipToKeyframe,
+            OnOverflow::Disconnect => OverflowPolicy::Disconnect,
+        },
+        ..HubConfig::default()
+    }
+}
+
+fn rule(s: &StreamConfig) -> StreamRule {
+    StreamRule {
+        path: s.path.clone(),
+        key: Secret::new(s.key.expose()),
+        play_key: s.play_key.as_ref().map(|k| Secret::new(k.expose())),
+        routes: s
+            .push
+            .iter()
+            .filter(|p| p.enabled)
+            .map(|p| Route::Push { name: p.name.clone(), url: Secret::new(p.url.as_str()) })
+            .collect(),
+    }
+}
+
+/// Runs the server until SIGINT/SIGTERM.
+pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()> {
+    if embedded {
+        let store = Store::open(&cfg.server.data_dir)
+            .with_context(|| format!("opening the data directory {}", cfg.server.data_dir.display()))?;
+        let (stream, created) = store.ensure_default_stream().context("creating the default stream")?;
+        let port = cfg.rtmp.listen.port();
+        if created {
+            println!();
+            println!("Cthulhu created stream {} for you. In OBS (Settings > Stream > Custom...):", stream.path);
+            println!("    Server:     rtmp://<this machine's address>:{port}/{}", stream.path.app());
+            println!("    Stream key: {}", stream.key.expose());
+            println!("ffmpeg: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:{port}/{}/<stream key>", stream.path.app());
+            println!("Play:   ffplay rtmp://127.0.0.1:{port}/{}", stream.path);
+            println!("The key is shown only this once; it is kept in {}.", cfg.server.data_dir.display());
+            println!();
+        } else {
+            info!(stream = %stream.path, data_dir = %cfg.server.data_dir.display(), "Using the stream stored in the data directory (key not shown)");
+        }
+        cfg.streams.push(stream.into());
+    }
+
+    let hub = Hub::new(hub_config(&cfg));
+    let router = Arc::new(StaticRouter::new(cfg.streams.iter().map(rule).collect()));
+    let server_cfg = ServerConfig {
+        chunk_size: cfg.rtmp.chunk_size,
+        handshake_timeout: cfg.rtmp.handshake_timeout,
+        idle_timeout: cfg.rtmp.idle_timeout,
+        play_stall_timeout: cfg.rtmp.play_stall_timeout,
+    };
+    let server = RtmpServer::bind(cfg.rtmp.listen, server_cfg, hub.clone(), router.clone() as Arc<dyn Router>)
+        .await
+        .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
+    let addr = server.local_addr()?;
+    info!(addr = %addr, "RTMP listening");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let server_task = tokio::spawn(server.run(stop_rx));
+
+    let mut pushes: Vec<SupervisorHandle> = Vec::new();
+    for s in &cfg.streams {
+        for p in s.push.iter().filter(|p| p.enabled) {
+            let url = match RtmpUrl::parse(p.url.as_str()) {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(stream = %s.path, dest = %p.name, error = %e, "Destination skipped");
+                    continue;
+                }
+            };
+            let sub = hub.subscribe(
+                &s.path,
+                SubscribeOptions::labelled(format!("push:{}", p.name)),
+            );
+            let push_cfg = PushConfig {
+                client: cthulhu_rtmp::ClientConfig { chunk_size: cfg.rtmp.chunk_size, ..Default::default() },
+                grace: cfg.hub.publisher_grace,
+                ..PushConfig::default()
+            };
+            let redacted = url.redacted();
+            let push = RtmpPush::new(p.name.clone(), url, sub, push_cfg);
+            info!(stream = %s.path, dest = %p.name, url = %redacted, "Destination configured");
+            pushes.push(Supervisor::spawn(
+                format!("{}:{}", s.path, p.name),
+                redacted,
+                Box::new(push),
+                BackoffPolicy::default(),
+            ));
+        }
+    }
+
+    shutdown_signal().await;
+    info!("Shutting down: unpublishing destinations");
+    let stops = pushes.into_iter().map(|h| h.stop());
+    futures_join_all(stops).await;
+    let _ = stop_tx.send(true);
+    hub.shutdown();
+    let _ = server_task.await;
+    info!("Stopped");
+    Ok(())
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
