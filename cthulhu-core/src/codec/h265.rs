@@ -691,5 +691,26 @@ mod tests {
             nal.extend_from_slice(&data);
             let _ = parse_sps(&nal);
         }
+
+        #[test]
+        fn mutated_real_records_never_panic(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+            cut in any::<usize>(),
+        ) {
+            for h in [X265_1080P_MAIN, X265_720P_TEMPORAL] {
+                let mut rec = hex(h);
+                for &(pos, byte) in &edits {
+                    let len = rec.len();
+                    rec[pos % len] = byte;
+                }
+                let keep = cut % (rec.len() + 1);
+                rec.truncate(keep.max(rec.len() / 2));
+                let rec = Bytes::from(rec);
+                let _ = details(&rec);
+                if let Ok(c) = parse_hevc_config(&rec) {
+                    let _ = c.to_bytes();
+                }
+            }
+        }
     }
 }

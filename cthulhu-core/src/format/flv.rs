@@ -1413,6 +1413,28 @@ mod tests {
         }
 
         #[test]
+        fn mutated_real_file_never_panics(edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut file = hex(FFMPEG_TINY_FLV).to_vec();
+            for &(pos, byte) in &edits {
+                let len = file.len();
+                file[pos % len] = byte;
+            }
+            if let Ok(reader) = FlvReader::new(Bytes::from(file)) {
+                for tag in reader.flatten() {
+                    let dts = Timestamp::from_millis(tag.timestamp_ms.into());
+                    if let Ok(Some(f)) = video_to_frame(&tag.body, dts, TrackId::VIDEO) {
+                        let _ = frame_to_tag_body(&f);
+                        let _ = codec::h264::details(&f.data);
+                    }
+                    if let Ok(Some(f)) = audio_to_frame(&tag.body, dts, TrackId::AUDIO) {
+                        let _ = frame_to_tag_body(&f);
+                        let _ = codec::aac::details(&f.data);
+                    }
+                }
+            }
+        }
+
+        #[test]
         fn headers_of_every_first_byte_never_panic(first in any::<u8>(), rest in proptest::collection::vec(any::<u8>(), 0..12)) {
             let mut data = vec![first];
             data.extend_from_slice(&rest);
