@@ -443,7 +443,7 @@ impl PublishingClient {
                         "_error" => {
                             let (_, code, desc) = status_of(&additional_arguments);
                             return Err(RtmpError::Refused(
-                                format!("publish: {code} {desc}").trim().to_owned(),
+                                format!("{code} {desc}").trim().to_owned(),
                             ));
                         }
                         _ => {}

@@ -71,6 +71,23 @@ impl RtmpPush {
         }
     }
 
+    /// Whether a frame is sent: configuration always (and remembered for reconnects);
+    /// media only from the first video keyframe after connecting.
+    fn admit(&mut self, f: &Frame, need_key: &mut bool) -> bool {
+        if f.is_config() {
+            self.remember_config(f);
+            return true;
+        }
+        if *need_key {
+            let has_video = self.configs.iter().any(|c| c.kind() == MediaKind::Video);
+            if has_video && !(f.kind() == MediaKind::Video && f.is_keyframe()) {
+                return false;
+            }
+            *need_key = false;
+        }
+        true
+    }
+
     async fn write(
         &self,
         client: &mut PublishingClient,
@@ -124,7 +141,7 @@ impl Destination for RtmpPush {
         live.set_live();
         let mut from = FromCore::new(self.cfg.client.chunk_size, client.stream_id);
         let mut out = Vec::new();
-        if let Some(info) = &self.info {
+        if let Some(info) = self.info.as_ref().filter(|i| !i.metadata.is_empty()) {
             from.metadata(info, true, &mut out)
                 .map_err(|e| DestinationError::Push(e.to_string()))?;
         }
@@ -154,24 +171,20 @@ impl Destination for RtmpPush {
                     };
                     match ev {
                         ContinuityEvent::Frame(f) => {
-                            if f.is_config() {
-                                self.remember_config(&f);
-                            } else if need_key {
-                                let has_video = self.configs.iter().any(|c| c.kind() == MediaKind::Video);
-                                if has_video && !(f.kind() == MediaKind::Video && f.is_keyframe()) {
-                                    continue;
-                                }
-                                need_key = false;
+                            if !self.admit(&f, &mut need_key) {
+                                continue;
                             }
-                            from.frame(&f, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
+                            from.frame(&f, &mut out)
+                                .map_err(|e| DestinationError::Push(e.to_string()))?;
                             // Batch whatever else is already queued (frames only).
                             while out.len() < 256 {
                                 match self.cont.try_next(&mut self.sub) {
                                     Some(ContinuityEvent::Frame(f)) => {
-                                        if f.is_config() {
-                                            self.remember_config(&f);
+                                        if self.admit(&f, &mut need_key) {
+                                            from.frame(&f, &mut out).map_err(|e| {
+                                                DestinationError::Push(e.to_string())
+                                            })?;
                                         }
-                                        from.frame(&f, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
                                     }
                                     Some(other) => {
                                         self.pending = Some(other);

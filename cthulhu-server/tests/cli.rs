@@ -1,0 +1,139 @@
+//! The command line: `check`, `probe` and the embedded-default first start.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Cthulhu, bin, strip_ansi};
+use cthulhu_testkit::{ChildGuard, Nginx, free_port, wait_for_port};
+use tokio::process::Command;
+
+async fn run(args: &[&str]) -> Result<(bool, String)> {
+    let out = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((out.status.success(), strip_ansi(&text)))
+}
+
+#[tokio::test]
+async fn check_accepts_good_and_locates_bad_configs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[[streams]]\npath = \"live/studio\"\nkey = \"k1\"\n[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://a.rtmp.youtube.com/live2/xxxx\"\n",
+    )?;
+    let (ok, text) = run(&["check", "--config", good.to_str().unwrap_or_default()]).await?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK (1 stream(s), 1 destination(s))"),
+        "{text}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[rtmp]\nlisten = \"127.0.0.1:1935\"\n[[streams]]\npath = \"live/studio\"\nkey = \"k1\"\n[[streams.push]]\nname = \"yt\"\nurl = \"http://a.example/live2/secret-dest-key\"\n",
+    )?;
+    let (ok, text) = run(&["check", "--config", bad.to_str().unwrap_or_default()]).await?;
+    assert!(!ok);
+    assert!(text.contains("bad.toml:8:"), "names file and line: {text}");
+    assert!(
+        text.contains("streams[0].push[0].url"),
+        "names the key: {text}"
+    );
+    assert!(!text.contains("secret-dest-key"), "leaks the key: {text}");
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[rtmp]\nlisten = \"127.0.0.1:1935\"\nchunk = 5\n")?;
+    let (ok, text) = run(&["check", "--config", unknown.to_str().unwrap_or_default()]).await?;
+    assert!(!ok);
+    assert!(
+        text.contains("unknown.toml:3:") && text.contains("chunk"),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn probe_reports_success_refusal_and_failure() -> Result<()> {
+    let nginx = Nginx::start_rtmp(free_port()).await?;
+    let (ok, text) = run(&["probe", &nginx.url("probe-test")]).await?;
+    assert!(ok, "{text}");
+    assert!(text.contains("OK: publish accepted"), "{text}");
+    assert!(!text.contains("probe-test"), "key printed: {text}");
+
+    // Our own server refuses a wrong key: the exact refusal is reported.
+    let srv = Cthulhu::start("[[streams]]\npath = \"live/studio\"\nkey = \"right-key\"\n").await?;
+    let (ok, text) = run(&["probe", &srv.url("wrong-key")]).await?;
+    assert!(!ok);
+    assert!(
+        text.contains("REFUSED: NetStream.Publish.Unauthorized"),
+        "{text}"
+    );
+
+    let closed = free_port();
+    let (ok, text) = run(&[
+        "probe",
+        "--timeout",
+        "3",
+        &format!("rtmp://127.0.0.1:{closed}/live/x"),
+    ])
+    .await?;
+    assert!(!ok);
+    assert!(text.contains("FAILED"), "{text}");
+    Ok(())
+}
+
+/// No arguments: a working proxy on defaults; the key is printed once and reused.
+#[tokio::test]
+async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let start = || {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(dir.path()).stdin(Stdio::null());
+        cmd
+    };
+    // The embedded default listens on 0.0.0.0:1935.
+    let mut first = ChildGuard::spawn_with_log("first", start(), &dir.path().join("first.log"))?;
+    wait_for_port(1935, Duration::from_secs(10)).await?;
+    let log = strip_ansi(&first.log());
+    let key = log
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Stream key: "))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no key printed:\n{log}"))?;
+    assert!(key.len() >= 24, "key too short");
+    assert!(
+        log.contains("rtmp://<this machine's address>:1935/live"),
+        "{log}"
+    );
+    // The key works for publishing.
+    let mut publisher = cthulhu_testkit::Ffmpeg::publish_test_pattern(
+        &format!("rtmp://127.0.0.1:1935/live/{key}"),
+        &cthulhu_testkit::PublishOptions::seconds(2.0),
+    )
+    .await?;
+    publisher.wait_success(Duration::from_secs(20)).await?;
+    assert!(strip_ansi(&first.log()).contains("Published stream=live/main"));
+    first.kill().await?;
+    let stored = std::fs::read_to_string(dir.path().join("cthulhu-data/streams.toml"))?;
+    assert!(stored.contains(&key));
+
+    let mut second = ChildGuard::spawn_with_log("second", start(), &dir.path().join("second.log"))?;
+    wait_for_port(1935, Duration::from_secs(10)).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = strip_ansi(&second.log());
+    assert!(!log.contains(&key), "key shown again:\n{log}");
+    second.kill().await?;
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! End-to-end restreaming against real peers on 127.0.0.1: ffmpeg publishes and plays,
+//! nginx-rtmp instances are the push destinations, ffprobe/ffmpeg decode what arrived.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{Cthulhu, video_gaps};
+use cthulhu_testkit::{
+    Ffmpeg, Nginx, PublishOptions, StalledPlayer, decode_check, free_port, probe_streams,
+};
+
+const KEY: &str = "studio-secret-1";
+
+fn stream_with_pushes(dests: &[(&str, String)]) -> String {
+    let mut s = format!("[[streams]]\npath = \"live/studio\"\nkey = \"{KEY}\"\n");
+    for (name, url) in dests {
+        s.push_str(&format!(
+            "[[streams.push]]\nname = \"{name}\"\nurl = \"{url}\"\n"
+        ));
+    }
+    s
+}
+
+/// ffmpeg → Cthulhu → two nginx-rtmp destinations, plus an ffmpeg player of Cthulhu.
+#[tokio::test]
+async fn restreams_to_two_nginx_destinations_and_plays() -> Result<()> {
+    let a = Nginx::start_rtmp(free_port()).await?;
+    let b = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&stream_with_pushes(&[
+        ("a", a.url("one")),
+        ("b", b.url("two")),
+    ]))
+    .await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(8.0)).await?;
+    srv.wait_for_log("Published stream=live/studio", Duration::from_secs(10))
+        .await?;
+
+    // A player of Cthulhu sees exactly one video and one audio stream (no phantom data
+    // or subtitle tracks) and decodes without errors.
+    let streams = probe_streams(&srv.url("studio"), &[]).await?;
+    let kinds: Vec<(&str, &str)> = streams
+        .iter()
+        .map(|s| (s.codec_type.as_str(), s.codec_name.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("video", "h264"), ("audio", "aac")],
+        "{streams:?}"
+    );
+    let play = decode_check(&srv.url("studio"), Duration::from_secs(3)).await?;
+    play.ensure_clean()?;
+    assert!(
+        play.video_frames >= 60,
+        "player decoded {} frames",
+        play.video_frames
+    );
+    assert_eq!(play.dimensions, Some((640, 360)));
+
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    for (nginx, name) in [(&a, "one"), (&b, "two")] {
+        let rec = nginx
+            .wait_for_recording(name, Duration::from_secs(20))
+            .await?;
+        // Wait for the grace period to end so the recording is complete.
+        srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+            .await?;
+        let report =
+            decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(20)).await?;
+        report.ensure_clean()?;
+        assert_eq!(report.dimensions, Some((640, 360)));
+        assert_eq!(report.sample_rate, Some(48_000));
+        assert!(
+            report.video_seconds > 7.0,
+            "{name}: only {} s of video",
+            report.video_seconds
+        );
+    }
+    // Keys never reach the log.
+    let log = srv.log();
+    assert!(!log.contains(KEY), "stream key leaked into the log");
+    assert!(
+        !log.contains("/live/one") && !log.contains("/live/two"),
+        "destination key leaked"
+    );
+    Ok(())
+}
+
+/// A destination that is down at first is retried with growing delays and receives the
+/// stream once it comes up.
+#[tokio::test]
+async fn destination_down_at_first_is_retried_until_it_comes_up() -> Result<()> {
+    let port = free_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/late");
+    let srv = Cthulhu::start(&stream_with_pushes(&[("late", url)])).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(14.0)).await?;
+    srv.wait_for_log("Push failed, retrying", Duration::from_secs(10))
+        .await?;
+    srv.wait_for_log("attempt=2", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let c = Nginx::start_rtmp(port).await?;
+    srv.wait_for_log("Live dest=live/studio:late", Duration::from_secs(20))
+        .await?;
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    let rec = c
+        .wait_for_recording("late", Duration::from_secs(10))
+        .await?;
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(20)).await?;
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds > 2.0,
+        "late destination got {} s",
+        report.video_seconds
+    );
+    // Backoff: the delays were logged and grew (1 s then about 2 s, with jitter).
+    assert!(srv.count("Push failed, retrying") >= 2);
+    Ok(())
+}
+
+/// A destination killed mid-stream comes back; the other destination never stalls.
+#[tokio::test]
+async fn killed_destination_recovers_while_others_continue() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let mut flaky = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&stream_with_pushes(&[
+        ("steady", steady.url("s")),
+        ("flaky", flaky.url("f")),
+    ]))
+    .await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(16.0)).await?;
+    srv.wait_for_log("Live dest=live/studio:flaky", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    flaky.kill().await?;
+    srv.wait_for_log(
+        "Push failed, retrying dest=live/studio:flaky",
+        Duration::from_secs(40),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    flaky.restart().await?;
+    // Connects again (second "Live" line for this destination).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while srv.count("Live dest=live/studio:flaky") < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "flaky never came back:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let rec = steady.recording_path("s");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    let (gap, span) = video_gaps(&rec).await?;
+    assert!(span > 15.0, "steady destination got {span} s of 16");
+    assert!(
+        gap < 0.5,
+        "steady destination stalled: {gap} s between frames"
+    );
+    let rec = flaky.recording_path("f");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds > 2.0,
+        "flaky got {} s after coming back",
+        report.video_seconds
+    );
+    Ok(())
+}
+
+/// A wrong or missing key is refused, and the key is not logged.
+#[tokio::test]
+async fn wrong_key_is_refused() -> Result<()> {
+    let srv = Cthulhu::start(&stream_with_pushes(&[])).await?;
+    for url in [
+        srv.url("not-the-key-42"),
+        srv.url("studio"),
+        srv.url("studio?key=bad-key-43"),
+    ] {
+        let mut publisher =
+            Ffmpeg::publish_test_pattern(&url, &PublishOptions::seconds(5.0)).await?;
+        let status = publisher.wait(Duration::from_secs(15)).await?;
+        assert!(!status.success(), "publishing to {url} should fail");
+    }
+    assert_eq!(srv.count("Publish refused"), 3, "{}", srv.log());
+    assert_eq!(srv.count("Published"), 0);
+    let log = srv.log();
+    assert!(
+        !log.contains("not-the-key-42") && !log.contains("bad-key-43"),
+        "refused key logged"
+    );
+    // The right key still works.
+    let mut ok = Ffmpeg::publish_test_pattern(
+        &srv.url(&format!("studio?key={KEY}")),
+        &PublishOptions::seconds(2.0),
+    )
+    .await?;
+    ok.wait_success(Duration::from_secs(20)).await?;
+    assert_eq!(srv.count("Published stream=live/studio"), 1);
+    Ok(())
+}
+
+/// A second publisher on a live path is refused.
+#[tokio::test]
+async fn second_publisher_is_refused() -> Result<()> {
+    let srv = Cthulhu::start(&stream_with_pushes(&[])).await?;
+    let mut first =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(8.0)).await?;
+    srv.wait_for_log("Published stream=live/studio", Duration::from_secs(10))
+        .await?;
+    let mut second =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(3.0)).await?;
+    assert!(!second.wait(Duration::from_secs(15)).await?.success());
+    srv.wait_for_log(
+        "Publish refused: already publishing",
+        Duration::from_secs(5),
+    )
+    .await?;
+    first.wait_success(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// A player that stops reading does not slow the others, and memory stays bounded.
+#[tokio::test]
+async fn stalled_player_does_not_slow_others() -> Result<()> {
+    let srv = Cthulhu::start(
+        "[hub]\nsubscriber_queue_bytes = 4194304\n[[streams]]\npath = \"live/studio\"\nkey = \"studio-secret-1\"\n",
+    )
+    .await?;
+    let opts = PublishOptions {
+        video_bitrate_kbps: 4000,
+        width: 1280,
+        height: 720,
+        ..PublishOptions::seconds(16.0)
+    };
+    let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
+    srv.wait_for_log("Published stream=live/studio", Duration::from_secs(10))
+        .await?;
+    let rss_before = srv.rss_kib().unwrap_or(0);
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        stalled.push(StalledPlayer::connect(&srv.url("studio")).await?);
+    }
+    let t0 = tokio::time::Instant::now();
+    let report = decode_check(&srv.url("studio"), Duration::from_secs(8)).await?;
+    let wall = t0.elapsed();
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds >= 7.5,
+        "healthy player got {} s of 8",
+        report.video_seconds
+    );
+    assert!(
+        wall < Duration::from_secs(14),
+        "healthy player took {wall:?} for 8 s of media"
+    );
+    let rss_after = srv.rss_kib().unwrap_or(0);
+    // 3 stalled players at 4 Mbit/s for 8+ s would be 12+ MB if queued without bound;
+    // each queue is capped at 4 MiB and skips to keyframes.
+    assert!(
+        rss_after < rss_before + 3 * 4 * 1024 + 16 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    drop(stalled);
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// The publisher drops and returns within the grace period: the destination stays
+/// connected (nginx sees one publish) and the recording spans both sessions.
+#[tokio::test]
+async fn publisher_return_within_grace_keeps_destination() -> Result<()> {
+    let dest = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&format!(
+        "[hub]\npublisher_grace_secs = 10\n{}",
+        stream_with_pushes(&[("dest", dest.url("g"))])
+    ))
+    .await?;
+    let mut p1 = Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(5.0)).await?;
+    p1.wait_success(Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut p2 = Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(5.0)).await?;
+    srv.wait_for_log(
+        "Publisher back within grace: resuming",
+        Duration::from_secs(10),
+    )
+    .await?;
+    p2.wait_success(Duration::from_secs(20)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    assert_eq!(
+        srv.count("Live dest=live/studio:dest"),
+        1,
+        "destination reconnected:\n{}",
+        srv.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rec = dest.recording_path("g");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    let (_, span) = video_gaps(&rec).await?;
+    assert!(
+        span > 9.0,
+        "one continuous recording across both sessions, got {span} s"
+    );
+    Ok(())
+}
+
+/// SIGTERM unpublishes destinations cleanly and exits 0.
+#[tokio::test]
+async fn sigterm_unpublishes_destinations() -> Result<()> {
+    let dest = Nginx::start_rtmp(free_port()).await?;
+    let mut srv = Cthulhu::start(&stream_with_pushes(&[("dest", dest.url("t"))])).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(20.0)).await?;
+    srv.wait_for_log("Live dest=live/studio:dest", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = srv.proc.pid();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await?;
+    assert!(status.success());
+    let exit = srv.proc.wait_timeout(Duration::from_secs(10)).await?;
+    assert!(exit.success(), "server exit: {exit:?}\n{}", srv.log());
+    dest.wait_for_log("deleteStream", Duration::from_secs(5))
+        .await?;
+    let _ = publisher.kill().await;
+    Ok(())
+}
