@@ -17,7 +17,11 @@ use clap::{Parser, Subcommand};
 
 /// Command line.
 #[derive(Parser, Debug)]
-#[command(name = "cthulhu-server", version, about = "Cthulhu live-video restreaming proxy")]
+#[command(
+    name = "cthulhu-server",
+    version,
+    about = "Cthulhu live-video restreaming proxy"
+)]
 struct Cli {
     /// TOML configuration file (without it: embedded defaults, data in ./cthulhu-data).
     #[arg(long, global = true)]
@@ -73,7 +77,9 @@ fn check(path: Option<PathBuf>) -> ExitCode {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn probe(url: &str, timeout: u64) -> ExitCode {

@@ -20,7 +20,10 @@ pub(crate) fn init_tracing(default: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default.unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 fn hub_config(cfg: &Config) -> HubConfig {
@@ -45,7 +48,10 @@ fn rule(s: &StreamConfig) -> StreamRule {
             .push
             .iter()
             .filter(|p| p.enabled)
-            .map(|p| Route::Push { name: p.name.clone(), url: Secret::new(p.url.as_str()) })
+            .map(|p| Route::Push {
+                name: p.name.clone(),
+                url: Secret::new(p.url.as_str()),
+            })
             .collect(),
     }
 }
@@ -53,18 +59,36 @@ fn rule(s: &StreamConfig) -> StreamRule {
 /// Runs the server until SIGINT/SIGTERM.
 pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()> {
     if embedded {
-        let store = Store::open(&cfg.server.data_dir)
-            .with_context(|| format!("opening the data directory {}", cfg.server.data_dir.display()))?;
-        let (stream, created) = store.ensure_default_stream().context("creating the default stream")?;
+        let store = Store::open(&cfg.server.data_dir).with_context(|| {
+            format!(
+                "opening the data directory {}",
+                cfg.server.data_dir.display()
+            )
+        })?;
+        let (stream, created) = store
+            .ensure_default_stream()
+            .context("creating the default stream")?;
         let port = cfg.rtmp.listen.port();
         if created {
             println!();
-            println!("Cthulhu created stream {} for you. In OBS (Settings > Stream > Custom...):", stream.path);
-            println!("    Server:     rtmp://<this machine's address>:{port}/{}", stream.path.app());
+            println!(
+                "Cthulhu created stream {} for you. In OBS (Settings > Stream > Custom...):",
+                stream.path
+            );
+            println!(
+                "    Server:     rtmp://<this machine's address>:{port}/{}",
+                stream.path.app()
+            );
             println!("    Stream key: {}", stream.key.expose());
-            println!("ffmpeg: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:{port}/{}/<stream key>", stream.path.app());
+            println!(
+                "ffmpeg: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:{port}/{}/<stream key>",
+                stream.path.app()
+            );
             println!("Play:   ffplay rtmp://127.0.0.1:{port}/{}", stream.path);
-            println!("The key is shown only this once; it is kept in {}.", cfg.server.data_dir.display());
+            println!(
+                "The key is shown only this once; it is kept in {}.",
+                cfg.server.data_dir.display()
+            );
             println!();
         } else {
             info!(stream = %stream.path, data_dir = %cfg.server.data_dir.display(), "Using the stream stored in the data directory (key not shown)");
@@ -80,9 +104,14 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         idle_timeout: cfg.rtmp.idle_timeout,
         play_stall_timeout: cfg.rtmp.play_stall_timeout,
     };
-    let server = RtmpServer::bind(cfg.rtmp.listen, server_cfg, hub.clone(), router.clone() as Arc<dyn Router>)
-        .await
-        .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
+    let server = RtmpServer::bind(
+        cfg.rtmp.listen,
+        server_cfg,
+        hub.clone(),
+        router.clone() as Arc<dyn Router>,
+    )
+    .await
+    .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
     let addr = server.local_addr()?;
     info!(addr = %addr, "RTMP listening");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -103,7 +132,10 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
                 SubscribeOptions::labelled(format!("push:{}", p.name)),
             );
             let push_cfg = PushConfig {
-                client: cthulhu_rtmp::ClientConfig { chunk_size: cfg.rtmp.chunk_size, ..Default::default() },
+                client: cthulhu_rtmp::ClientConfig {
+                    chunk_size: cfg.rtmp.chunk_size,
+                    ..Default::default()
+                },
                 grace: cfg.hub.publisher_grace,
                 ..PushConfig::default()
             };
@@ -130,7 +162,9 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futs: impl Iterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
     let handles: Vec<_> = futs.map(tokio::spawn).collect();
     for h in handles {
         let _ = h.await;
