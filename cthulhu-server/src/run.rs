@@ -42,8 +42,8 @@ fn hub_config(cfg: &Config) -> HubConfig {
 fn rule(s: &StreamConfig) -> StreamRule {
     StreamRule {
         path: s.path.clone(),
-        key: Secret::new(s.key.expose()),
-        play_key: s.play_key.as_ref().map(|k| Secret::new(k.expose())),
+        key: s.key.clone(),
+        play_key: s.play_key.clone(),
         routes: s
             .push
             .iter()

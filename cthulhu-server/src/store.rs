@@ -11,14 +11,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use cthulhu_core::{ModelError, StreamPath};
+use cthulhu_core::{ModelError, Secret, StreamPath};
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::config::StreamConfig;
 use crate::config::locate::line_col;
-use crate::config::{Secret, StreamConfig};
+use crate::config::secret::TomlSecret;
 
 /// Path of the stream created on a start without a config file.
 pub(crate) const DEFAULT_STREAM_PATH: &str = "live/main";
@@ -173,7 +174,7 @@ impl Store {
             let path = StreamPath::new(raw.path.get_ref())
                 .map_err(|e| corrupt(raw.path.span().start, e.to_string()))?;
             let key_span = raw.key.span();
-            let key = raw.key.into_inner();
+            let key = raw.key.into_inner().into_secret();
             if key.expose().is_empty() {
                 return Err(corrupt(key_span.start, "empty key".to_owned()));
             }
@@ -218,7 +219,7 @@ struct RawStreamsFile {
 #[serde(deny_unknown_fields)]
 struct RawStoredStream {
     path: Spanned<String>,
-    key: Spanned<Secret>,
+    key: Spanned<TomlSecret>,
 }
 
 #[derive(Serialize)]
