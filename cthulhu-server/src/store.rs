@@ -109,11 +109,6 @@ impl Store {
         })
     }
 
-    /// The data directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Returns the default stream `live/main`, creating it with a random key on first
     /// use. `created` is true only on that first call: the caller prints the key then
     /// and never again.
@@ -350,7 +345,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let store = Store::open(&dir).unwrap();
-        assert_eq!(store.dir(), dir);
+        assert_eq!(store.dir, dir);
 
         let (first, created) = store.ensure_default_stream().unwrap();
         assert!(created);
