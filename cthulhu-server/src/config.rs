@@ -14,7 +14,6 @@ pub(crate) mod locate;
 pub(crate) mod push_url;
 pub(crate) mod secret;
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
 mod tests;
 
 use std::collections::HashMap;

@@ -336,7 +336,6 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
 mod tests {
     use super::*;
 
