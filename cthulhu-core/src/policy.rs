@@ -326,4 +326,16 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
         assert!(s.matches("hunter2") && !s.matches("hunter") && !s.matches("hunter22"));
     }
+
+    #[test]
+    fn matches_compares_whole_value() {
+        let s = Secret::new("abc");
+        assert!(s.matches("abc"));
+        assert!(!s.matches("abd"));
+        assert!(!s.matches("ab"));
+        assert!(!s.matches("abcd"));
+        assert!(!s.matches(""));
+        assert!(!Secret::new("").matches("a"));
+        assert!(Secret::new("").matches(""));
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::io;
 
+use crate::url::UrlError;
+
 /// RTMP errors. Messages never contain stream keys.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -32,7 +34,7 @@ pub enum RtmpError {
     Closed,
     /// A URL is not a usable RTMP URL.
     #[error("invalid url: {0}")]
-    InvalidUrl(String),
+    InvalidUrl(#[from] UrlError),
     /// TLS setup or handshake failed.
     #[error("tls: {0}")]
     Tls(String),

@@ -19,4 +19,4 @@ pub use client::{ClientConfig, ConnectInfo, PublishingClient, probe};
 pub use error::RtmpError;
 pub use push::{PushConfig, RtmpPush};
 pub use server::{RtmpServer, ServerConfig};
-pub use url::RtmpUrl;
+pub use url::{RtmpUrl, UrlError};

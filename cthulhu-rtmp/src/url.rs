@@ -2,14 +2,39 @@
 
 use std::fmt;
 
-use crate::error::RtmpError;
+/// Why a string is not a usable RTMP URL.
+///
+/// Messages never contain the URL or any part of its path, so they are safe to show
+/// next to a config key or in a log: the caller says which URL is meant.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The string does not parse as a URL.
+    #[error("not a valid URL ({0})")]
+    Syntax(url::ParseError),
+    /// The scheme is neither `rtmp` nor `rtmps`.
+    #[error("scheme {0:?} is not supported (use rtmp:// or rtmps://)")]
+    UnsupportedScheme(String),
+    /// There is no host after `://`.
+    #[error("the URL has no host (expected rtmp://host/app/KEY)")]
+    MissingHost,
+    /// The URL carries `user:password@`, which RTMP has no standard way to send.
+    #[error("a user name or password in the URL is not supported")]
+    Credentials,
+    /// The URL has a `#fragment`, which would silently be cut off the stream key.
+    #[error("a '#' fragment is not allowed in an RTMP URL")]
+    Fragment,
+    /// The path lacks the application or the stream key, or has an empty segment.
+    #[error("the URL needs an application and a stream key (rtmp://host/app/KEY)")]
+    Incomplete,
+}
 
 /// A parsed RTMP or RTMPS URL whose last path segment is the stream key.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     /// Whether to use TLS (`rtmps://`).
     pub tls: bool,
-    /// Host name or address.
+    /// Host name or address (an IPv6 address without brackets).
     pub host: String,
     /// Port (default 1935 for RTMP, 443 for RTMPS).
     pub port: u16,
@@ -21,37 +46,36 @@ pub struct RtmpUrl {
 
 impl RtmpUrl {
     /// Parses a destination URL.
-    pub fn parse(s: &str) -> Result<Self, RtmpError> {
-        let u =
-            url::Url::parse(s).map_err(|e| RtmpError::InvalidUrl(format!("{}: {e}", redact(s))))?;
+    ///
+    /// Refused: schemes other than `rtmp` and `rtmps`, a missing host, `user:password@`,
+    /// a `#fragment`, and paths that are not `/app[/inst…]/KEY` with every segment
+    /// non-empty. Percent-encoding in the app and key is kept as written.
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let u = url::Url::parse(s).map_err(UrlError::Syntax)?;
         let tls = match u.scheme() {
             "rtmp" => false,
             "rtmps" => true,
-            other => {
-                return Err(RtmpError::InvalidUrl(format!(
-                    "{}: scheme {other:?} is not rtmp or rtmps",
-                    redact(s)
-                )));
-            }
+            other => return Err(UrlError::UnsupportedScheme(other.to_owned())),
         };
         let host = u
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| RtmpError::InvalidUrl(format!("{}: no host", redact(s))))?
+            .ok_or(UrlError::MissingHost)?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
+        if !u.username().is_empty() || u.password().is_some() {
+            return Err(UrlError::Credentials);
+        }
+        if u.fragment().is_some() {
+            return Err(UrlError::Fragment);
+        }
         let port = u.port().unwrap_or(if tls { 443 } else { 1935 });
-        let path = u.path().trim_start_matches('/');
-        let (app, key) = path
-            .rsplit_once('/')
-            .filter(|(a, k)| !a.is_empty() && !k.is_empty())
-            .ok_or_else(|| {
-                RtmpError::InvalidUrl(format!(
-                    "{}: expected rtmp://host/app/KEY (an app and a stream key)",
-                    redact(s)
-                ))
-            })?;
+        let path = u.path().strip_prefix('/').unwrap_or(u.path());
+        let (app, key) = path.rsplit_once('/').ok_or(UrlError::Incomplete)?;
+        if key.is_empty() || app.split('/').any(str::is_empty) {
+            return Err(UrlError::Incomplete);
+        }
         let mut key = key.to_owned();
         if let Some(q) = u.query() {
             key.push('?');
@@ -95,6 +119,7 @@ pub use cthulhu_core::supervisor::redact_url as redact;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::RtmpError;
 
     #[test]
     fn parses_platform_urls() {
@@ -134,6 +159,71 @@ mod tests {
             let e = RtmpUrl::parse(bad).unwrap_err().to_string();
             assert!(!e.contains("secret1"), "{e}");
         }
+    }
+
+    #[test]
+    fn rejects_bad_urls_with_a_precise_reason() {
+        let cases = [
+            (
+                "http://host/app/key",
+                UrlError::UnsupportedScheme("http".into()),
+            ),
+            (
+                "srt://host:9000?streamid=x",
+                UrlError::UnsupportedScheme("srt".into()),
+            ),
+            ("rtmp:///app/key", UrlError::MissingHost),
+            ("rtmp://u:p@host/app/key", UrlError::Credentials),
+            ("rtmp://u@host/app/key", UrlError::Credentials),
+            ("rtmp://:p@host/app/key", UrlError::Credentials),
+            ("rtmp://host/app/key#x", UrlError::Fragment),
+            ("rtmp://host/app/key#", UrlError::Fragment),
+            ("rtmp://host", UrlError::Incomplete),
+            ("rtmp://host/", UrlError::Incomplete),
+            ("rtmp://host/key", UrlError::Incomplete),
+            ("rtmp://host/app/", UrlError::Incomplete),
+            ("rtmp://host//key", UrlError::Incomplete),
+            ("rtmp://host//app/key", UrlError::Incomplete),
+            ("rtmp://host/app//key", UrlError::Incomplete),
+            ("rtmp://host/app/?token", UrlError::Incomplete),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(RtmpUrl::parse(raw), Err(want), "{raw}");
+        }
+        for raw in ["not a url", "rtmp://host:99999/a/k"] {
+            assert!(
+                matches!(RtmpUrl::parse(raw), Err(UrlError::Syntax(_))),
+                "{raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_messages_never_quote_the_url() {
+        for bad in [
+            "http://x/app/secret1",
+            "rtmp://x/secret1",
+            "rtmp:///app/secret1",
+            "rtmp://secret1:secret1@x/app/k",
+            "rtmp://x/app/k#secret1",
+            "rtmp://x//secret1",
+            "secret1",
+        ] {
+            let e = RtmpUrl::parse(bad).unwrap_err();
+            for shown in [e.to_string(), RtmpError::from(e).to_string()] {
+                assert!(!shown.contains("secret1"), "{shown}");
+            }
+        }
+        assert_eq!(
+            RtmpError::from(UrlError::MissingHost).to_string(),
+            "invalid url: the URL has no host (expected rtmp://host/app/KEY)"
+        );
+    }
+
+    #[test]
+    fn ipv6_host_loses_its_brackets() {
+        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
     }
 
     #[test]

@@ -14,7 +14,6 @@ pub(crate) mod locate;
 pub(crate) mod push_url;
 pub(crate) mod secret;
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
 mod tests;
 
 use std::collections::HashMap;
@@ -24,13 +23,13 @@ use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cthulhu_core::StreamPath;
+use cthulhu_core::{Secret, StreamPath};
 use serde::Deserialize;
 use toml::Spanned;
 
 use locate::{key_path_at, line_col};
 pub(crate) use push_url::PushUrl;
-pub(crate) use secret::Secret;
+use secret::TomlSecret;
 
 /// Data directory used when the file names none.
 pub(crate) const DEFAULT_DATA_DIR: &str = "./cthulhu-data";
@@ -291,9 +290,9 @@ struct RawHub {
 #[serde(deny_unknown_fields)]
 struct RawStream {
     path: Spanned<String>,
-    key: Option<Spanned<Secret>>,
+    key: Option<Spanned<TomlSecret>>,
     key_env: Option<Spanned<String>>,
-    play_key: Option<Spanned<Secret>>,
+    play_key: Option<Spanned<TomlSecret>>,
     play_key_env: Option<Spanned<String>>,
     #[serde(default)]
     push: Vec<Spanned<RawPush>>,
@@ -585,7 +584,7 @@ impl Checker<'_> {
         &self,
         at: &str,
         field: &str,
-        literal: Option<Spanned<Secret>>,
+        literal: Option<Spanned<TomlSecret>>,
         env_name: Option<Spanned<String>>,
     ) -> Result<Option<PlacedKey>, ConfigError> {
         match (literal, env_name) {
@@ -598,7 +597,7 @@ impl Checker<'_> {
             (Some(literal), None) => {
                 let key_path = format!("{at}.{field}");
                 let span = literal.span();
-                let secret = literal.into_inner();
+                let secret = literal.into_inner().into_secret();
                 check_key_chars(secret.expose())
                     .map_err(|why| self.error(&span, &key_path, why))?;
                 Ok(Some(PlacedKey {

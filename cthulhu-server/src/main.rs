@@ -86,7 +86,8 @@ fn probe(url: &str, timeout: u64) -> ExitCode {
     let parsed = match cthulhu_rtmp::RtmpUrl::parse(url) {
         Ok(u) => u,
         Err(e) => {
-            eprintln!("{e}");
+            let shown = cthulhu_core::supervisor::redact_url(url);
+            eprintln!("invalid url: {shown}: {e}");
             return ExitCode::from(2);
         }
     };

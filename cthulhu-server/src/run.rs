@@ -7,9 +7,9 @@ use cthulhu_core::hub::{OverflowPolicy, SubscribeOptions};
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter};
-use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
+use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, ServerConfig};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, OnOverflow, StreamConfig};
@@ -42,8 +42,8 @@ fn hub_config(cfg: &Config) -> HubConfig {
 fn rule(s: &StreamConfig) -> StreamRule {
     StreamRule {
         path: s.path.clone(),
-        key: Secret::new(s.key.expose()),
-        play_key: s.play_key.as_ref().map(|k| Secret::new(k.expose())),
+        key: s.key.clone(),
+        play_key: s.play_key.clone(),
         routes: s
             .push
             .iter()
@@ -120,13 +120,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     let mut pushes: Vec<SupervisorHandle> = Vec::new();
     for s in &cfg.streams {
         for p in s.push.iter().filter(|p| p.enabled) {
-            let url = match RtmpUrl::parse(p.url.as_str()) {
-                Ok(u) => u,
-                Err(e) => {
-                    warn!(stream = %s.path, dest = %p.name, error = %e, "Destination skipped");
-                    continue;
-                }
-            };
+            let url = p.url.rtmp().clone();
             let sub = hub.subscribe(
                 &s.path,
                 SubscribeOptions::labelled(format!("push:{}", p.name)),

@@ -11,14 +11,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-use cthulhu_core::{ModelError, StreamPath};
+use cthulhu_core::{ModelError, Secret, StreamPath};
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::config::StreamConfig;
 use crate::config::locate::line_col;
-use crate::config::{Secret, StreamConfig};
+use crate::config::secret::TomlSecret;
 
 /// Path of the stream created on a start without a config file.
 pub(crate) const DEFAULT_STREAM_PATH: &str = "live/main";
@@ -108,11 +109,6 @@ impl Store {
         })
     }
 
-    /// The data directory.
-    pub(crate) fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Returns the default stream `live/main`, creating it with a random key on first
     /// use. `created` is true only on that first call: the caller prints the key then
     /// and never again.
@@ -173,7 +169,7 @@ impl Store {
             let path = StreamPath::new(raw.path.get_ref())
                 .map_err(|e| corrupt(raw.path.span().start, e.to_string()))?;
             let key_span = raw.key.span();
-            let key = raw.key.into_inner();
+            let key = raw.key.into_inner().into_secret();
             if key.expose().is_empty() {
                 return Err(corrupt(key_span.start, "empty key".to_owned()));
             }
@@ -218,7 +214,7 @@ struct RawStreamsFile {
 #[serde(deny_unknown_fields)]
 struct RawStoredStream {
     path: Spanned<String>,
-    key: Spanned<Secret>,
+    key: Spanned<TomlSecret>,
 }
 
 #[derive(Serialize)]
@@ -340,7 +336,6 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
 mod tests {
     use super::*;
 
@@ -349,7 +344,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let store = Store::open(&dir).unwrap();
-        assert_eq!(store.dir(), dir);
+        assert_eq!(store.dir, dir);
 
         let (first, created) = store.ensure_default_stream().unwrap();
         assert!(created);

@@ -148,7 +148,6 @@ impl<'de> Visitor<'de> for NodeVisitor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Tests may fail loudly.
 mod tests {
     use super::*;
 

@@ -1,52 +1,30 @@
-//! [`Secret`]: a string that never prints.
+//! Reading a [`Secret`] from TOML.
+//!
+//! The secret type itself is [`cthulhu_core::Secret`] (redacted `Debug`/`Display`,
+//! constant-time `matches`); the core crate has no serde dependency, so the server reads
+//! secrets through [`TomlSecret`] and unwraps them right after parsing.
 
 use std::fmt;
 
+use cthulhu_core::Secret;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 
-/// A secret string such as a stream key.
+/// A [`Secret`] as read from the config or store file.
 ///
-/// `Debug` and `Display` print `***`, so a secret can sit in a logged struct without
-/// reaching the log. It deserializes from a TOML string (a non-string value is refused
-/// without echoing it) but deliberately does not implement `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Secret(String);
+/// It deserializes from a TOML string only; any other value is refused without echoing
+/// it. Like [`Secret`] it prints as `***`, and it deliberately does not implement
+/// `Serialize`.
+#[derive(Debug)]
+pub(crate) struct TomlSecret(Secret);
 
-impl Secret {
-    /// Wraps a secret value.
-    pub(crate) fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value. Call this only where the value is used, never to log it.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Compares with `candidate` in time independent of where they differ
-    /// (the length still shows), for checking keys offered by clients.
-    pub(crate) fn matches(&self, candidate: &str) -> bool {
-        let (a, b) = (self.0.as_bytes(), candidate.as_bytes());
-        if a.len() != b.len() {
-            return false;
-        }
-        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+impl TomlSecret {
+    /// The secret read.
+    pub(crate) fn into_secret(self) -> Secret {
+        self.0
     }
 }
 
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
+impl<'de> Deserialize<'de> for TomlSecret {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(SecretVisitor)
     }
@@ -60,41 +38,41 @@ struct SecretVisitor;
 const NOT_A_STRING: &str = "expected a string (the value is not shown: it is secret)";
 
 impl<'de> Visitor<'de> for SecretVisitor {
-    type Value = Secret;
+    type Value = TomlSecret;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string")
     }
 
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Secret, E> {
-        Ok(Secret::new(v))
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<TomlSecret, E> {
+        Ok(TomlSecret(Secret::new(v)))
     }
 
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Secret, E> {
-        Ok(Secret(v))
+    fn visit_string<E: de::Error>(self, v: String) -> Result<TomlSecret, E> {
+        Ok(TomlSecret(Secret::new(v)))
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<TomlSecret, E> {
         Err(E::custom(NOT_A_STRING))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<TomlSecret, E> {
         Err(E::custom(NOT_A_STRING))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<TomlSecret, E> {
         Err(E::custom(NOT_A_STRING))
     }
 
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<TomlSecret, E> {
         Err(E::custom(NOT_A_STRING))
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<TomlSecret, A::Error> {
         Err(de::Error::custom(NOT_A_STRING))
     }
 
-    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<TomlSecret, A::Error> {
         Err(de::Error::custom(NOT_A_STRING))
     }
 }
@@ -103,20 +81,40 @@ impl<'de> Visitor<'de> for SecretVisitor {
 mod tests {
     use super::*;
 
-    #[test]
-    fn prints_stars() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s}"), "***");
-        assert_eq!(format!("{s:?}"), "***");
-        assert_eq!(s.expose(), "hunter2");
+    #[derive(Debug, serde::Deserialize)]
+    struct Doc {
+        key: TomlSecret,
+    }
+
+    fn read(value: &str) -> Result<Secret, String> {
+        toml::from_str::<Doc>(&format!("key = {value}\n"))
+            .map(|doc| doc.key.into_secret())
+            .map_err(|e| e.message().to_owned())
     }
 
     #[test]
-    fn matches_compares_whole_value() {
-        let s = Secret::new("abc");
-        assert!(s.matches("abc"));
-        assert!(!s.matches("abd"));
-        assert!(!s.matches("ab"));
-        assert!(!s.matches("abcd"));
+    fn prints_stars() {
+        let s = read("\"hunter2\"").unwrap();
+        assert_eq!(format!("{s}"), "***");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        assert_eq!(s.expose(), "hunter2");
+        let wrapped = toml::from_str::<Doc>("key = \"hunter2\"").unwrap();
+        assert!(!format!("{wrapped:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn refuses_non_strings_without_echoing_them() {
+        for value in [
+            "1234",
+            "12.34",
+            "true",
+            "[1234]",
+            "{ a = 1234 }",
+            "1234-05-27",
+        ] {
+            let err = read(value).unwrap_err();
+            assert!(err.contains(NOT_A_STRING), "{value}: {err}");
+            assert!(!err.contains("1234"), "{value}: {err}");
+        }
     }
 }

@@ -112,17 +112,18 @@ fn full_file() {
     let yt = &studio.push[0];
     assert_eq!(yt.name, "youtube");
     assert!(yt.enabled);
-    assert_eq!(yt.url.host(), "a.rtmp.youtube.com");
-    assert_eq!(yt.url.port(), 1935);
-    assert_eq!(yt.url.app(), "live2");
-    assert_eq!(yt.url.key().expose(), "yt-key-1234");
+    assert!(!yt.url.rtmp().tls);
+    assert_eq!(yt.url.rtmp().host, "a.rtmp.youtube.com");
+    assert_eq!(yt.url.rtmp().port, 1935);
+    assert_eq!(yt.url.rtmp().app, "live2");
+    assert_eq!(yt.url.rtmp().key, "yt-key-1234");
     let fb = &studio.push[1];
     assert_eq!(fb.name, "facebook");
     assert!(!fb.enabled);
-    assert_eq!(fb.url.scheme(), push_url::PushScheme::Rtmps);
-    assert_eq!(fb.url.port(), 443);
-    assert_eq!(fb.url.app(), "rtmp");
-    assert_eq!(fb.url.key().expose(), "FB-key-5678?s_bl=1");
+    assert!(fb.url.rtmp().tls);
+    assert_eq!(fb.url.rtmp().port, 443);
+    assert_eq!(fb.url.rtmp().app, "rtmp");
+    assert_eq!(fb.url.rtmp().key, "FB-key-5678?s_bl=1");
 
     let backup = &c.streams[1];
     assert_eq!(backup.path.as_str(), "live/backup");
