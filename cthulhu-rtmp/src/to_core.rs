@@ -116,3 +116,58 @@ pub fn metadata_from_amf(props: &HashMap<String, Amf0Value>) -> Vec<(String, Met
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cthulhu_core::{CodecId, Timestamp};
+
+    fn sub_tag(tag_type: u8, ts: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![tag_type];
+        let n = body.len() as u32;
+        v.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8]);
+        v.extend_from_slice(&[
+            (ts >> 16) as u8,
+            (ts >> 8) as u8,
+            ts as u8,
+            (ts >> 24) as u8,
+        ]);
+        v.extend_from_slice(&[0, 0, 0]);
+        v.extend_from_slice(body);
+        v.extend_from_slice(&(11 + n).to_be_bytes());
+        v
+    }
+
+    #[test]
+    fn aggregate_messages_are_split_and_rebased() {
+        let video = [0x17, 1, 0, 0, 0, 0, 0, 0, 2, 0x65, 0x88];
+        let audio = [0xAF, 1, 0x21, 0x10];
+        let mut body = sub_tag(9, 1000, &video);
+        body.extend(sub_tag(8, 1021, &audio));
+        let frames = ToCore::new().aggregate(&Bytes::from(body), 5000).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert_eq!(
+            (frames[0].codec, frames[0].dts),
+            (CodecId::H264, Timestamp::from_millis(5000))
+        );
+        assert!(frames[0].is_keyframe());
+        assert_eq!(&frames[0].data[..], &video[5..]);
+        assert_eq!(
+            (frames[1].codec, frames[1].dts),
+            (CodecId::Aac, Timestamp::from_millis(5021))
+        );
+        assert_eq!(&frames[1].data[..], &audio[2..]);
+    }
+
+    #[test]
+    fn truncated_aggregate_is_an_error() {
+        let mut body = sub_tag(9, 0, &[0x17, 1, 0, 0, 0, 1]);
+        body.truncate(body.len() - 3);
+        assert!(ToCore::new().aggregate(&Bytes::from(body), 0).is_err());
+        assert!(
+            ToCore::new()
+                .aggregate(&Bytes::from_static(&[9, 0, 0]), 0)
+                .is_err()
+        );
+    }
+}

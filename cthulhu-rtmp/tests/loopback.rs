@@ -1,0 +1,183 @@
+//! Our push client against our listener, in process: frames survive the round trip
+//! client → chunks → rml_rtmp's deserializer → hub bit for bit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cthulhu_core::hub::SubscribeOptions;
+use cthulhu_core::policy::StreamRule;
+use cthulhu_core::{
+    CodecId, Frame, FrameFlags, Hub, HubConfig, Router, Secret, StaticRouter, StreamEvent,
+    StreamPath, Timestamp, TrackId,
+};
+use cthulhu_rtmp::from_core::FromCore;
+use cthulhu_rtmp::{ClientConfig, PublishingClient, RtmpError, RtmpServer, RtmpUrl, ServerConfig};
+use tokio::sync::watch;
+
+async fn server(hub: &Hub) -> (u16, watch::Sender<bool>) {
+    let router = StaticRouter::new(vec![StreamRule {
+        path: StreamPath::new("live/loop").unwrap(),
+        key: Secret::new("loop-key"),
+        play_key: None,
+        routes: vec![],
+    }]);
+    let srv = RtmpServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig::default(),
+        hub.clone(),
+        Arc::new(router) as Arc<dyn Router>,
+    )
+    .await
+    .unwrap();
+    let port = srv.local_addr().unwrap().port();
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(srv.run(rx));
+    (port, tx)
+}
+
+fn frame(
+    codec: CodecId,
+    track: TrackId,
+    ms: i64,
+    cts_ms: i64,
+    flags: FrameFlags,
+    len: usize,
+) -> Frame {
+    Frame {
+        track,
+        codec,
+        dts: Timestamp::from_millis(ms),
+        pts: Timestamp::from_millis(ms + cts_ms),
+        flags,
+        data: Bytes::from(
+            (0..len)
+                .map(|i| (i * 7 + ms as usize) as u8)
+                .collect::<Vec<u8>>(),
+        ),
+    }
+}
+
+#[tokio::test]
+async fn frames_round_trip_through_client_and_server() {
+    let hub = Hub::new(HubConfig::default());
+    let (port, _stop) = server(&hub).await;
+    let path = StreamPath::new("live/loop").unwrap();
+    let mut sub = hub.subscribe(&path, SubscribeOptions::labelled("check"));
+
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/loop-key")).unwrap();
+    let mut client = PublishingClient::connect(&url, &ClientConfig::default())
+        .await
+        .unwrap();
+    let mut from = FromCore::new(4096, client.stream_id);
+    let sent = vec![
+        frame(CodecId::H264, TrackId::VIDEO, 0, 0, FrameFlags::CONFIG, 40),
+        frame(CodecId::Aac, TrackId::AUDIO, 0, 0, FrameFlags::CONFIG, 2),
+        frame(
+            CodecId::H264,
+            TrackId::VIDEO,
+            0,
+            66,
+            FrameFlags::KEYFRAME,
+            100_000,
+        ),
+        frame(CodecId::Aac, TrackId::AUDIO, 21, 0, FrameFlags::NONE, 371),
+        frame(
+            CodecId::H264,
+            TrackId::VIDEO,
+            33,
+            -33,
+            FrameFlags::NONE,
+            9_000,
+        ),
+        // Past the 24-bit timestamp field: extended timestamps on every chunk.
+        frame(
+            CodecId::H264,
+            TrackId::VIDEO,
+            0x00FF_FFFF + 5,
+            0,
+            FrameFlags::NONE,
+            10_000,
+        ),
+        frame(
+            CodecId::H265,
+            TrackId::VIDEO,
+            0x0100_0000 + 40,
+            33,
+            FrameFlags::NONE,
+            5_000,
+        ),
+    ];
+    let mut out = Vec::new();
+    for f in &sent {
+        from.frame(f, &mut out).unwrap();
+    }
+    client.write_media(&mut out).await.unwrap();
+
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        match tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+        {
+            Some(StreamEvent::Frame(f)) => got.push(f),
+            Some(_) => {}
+            None => panic!("subscription closed"),
+        }
+    }
+    assert_eq!(got, sent);
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn refusals_are_reported_exactly() {
+    let hub = Hub::new(HubConfig::default());
+    let (port, _stop) = server(&hub).await;
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/wrong")).unwrap();
+    match PublishingClient::connect(&url, &ClientConfig::default()).await {
+        Err(RtmpError::Refused(why)) => {
+            assert!(why.starts_with("NetStream.Publish.Unauthorized"), "{why}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("wrong key accepted"),
+    }
+    let ok = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/loop-key")).unwrap();
+    let first = PublishingClient::connect(&ok, &ClientConfig::default())
+        .await
+        .unwrap();
+    match PublishingClient::connect(&ok, &ClientConfig::default()).await {
+        Err(RtmpError::Refused(why)) => assert!(why.contains("already has a publisher"), "{why}"),
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("second publisher accepted"),
+    }
+    first.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hub = Hub::new(HubConfig::default());
+    let (port, _stop) = server(&hub).await;
+    // A valid handshake version byte, then junk for C1 and beyond.
+    for junk in [
+        vec![3u8; 1537 + 4000],
+        vec![0x42; 10],
+        vec![3u8]
+            .into_iter()
+            .chain((0..5000).map(|i| (i * 31) as u8))
+            .collect(),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let _ = s.write_all(&junk).await;
+        let mut buf = vec![0u8; 8192];
+        // The server either closes or keeps waiting; it must not take the listener down.
+        let _ = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await;
+    }
+    let ok = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/loop-key")).unwrap();
+    let client = PublishingClient::connect(&ok, &ClientConfig::default())
+        .await
+        .unwrap();
+    client.close().await.unwrap();
+}
