@@ -1,4 +1,7 @@
 //! Our push client against our listener, in process: frames survive the round trip
+
+// Helpers outside #[test] functions are test code too.
+#![allow(clippy::unwrap_used, clippy::panic)]
 //! client → chunks → rml_rtmp's deserializer → hub bit for bit.
 
 use std::sync::Arc;

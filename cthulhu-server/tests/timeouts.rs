@@ -21,15 +21,20 @@ fn config(extra_rtmp: &str) -> String {
 #[tokio::test]
 async fn silent_connection_is_closed_after_handshake_timeout() -> Result<()> {
     let srv = Cthulhu::start(&config("handshake_timeout_secs = 2")).await?;
-    let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(6.0)).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(6.0)).await?;
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", srv.port)).await?;
     let t0 = Instant::now();
     let mut buf = [0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await??;
     let waited = t0.elapsed();
     assert_eq!(n, 0, "server closed the silent connection");
-    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5), "closed after {waited:?}");
-    srv.wait_for_log("handshake timed out", Duration::from_secs(2)).await?;
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    srv.wait_for_log("handshake timed out", Duration::from_secs(2))
+        .await?;
     publisher.wait_success(Duration::from_secs(30)).await?;
     Ok(())
 }
@@ -38,17 +43,21 @@ async fn silent_connection_is_closed_after_handshake_timeout() -> Result<()> {
 #[tokio::test]
 async fn idle_publisher_is_closed() -> Result<()> {
     let srv = Cthulhu::start(&config("idle_timeout_secs = 2")).await?;
-    let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(30.0)).await?;
-    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10)).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(30.0)).await?;
+    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10))
+        .await?;
     let pid = publisher.pid().to_string();
     Command::new("kill").args(["-STOP", &pid]).status().await?;
     let stopped = Instant::now();
-    srv.wait_for_log("publisher idle for 2 s", Duration::from_secs(8)).await?;
+    srv.wait_for_log("publisher idle for 2 s", Duration::from_secs(8))
+        .await?;
     assert!(stopped.elapsed() >= Duration::from_millis(1500));
     Command::new("kill").args(["-CONT", &pid]).status().await?;
     let _ = publisher.kill().await;
     // The path is free again: a new publisher is accepted.
-    let mut again = Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(2.0)).await?;
+    let mut again =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(2.0)).await?;
     again.wait_success(Duration::from_secs(20)).await?;
     assert_eq!(srv.count("Published stream=live/t"), 2);
     Ok(())
@@ -58,11 +67,18 @@ async fn idle_publisher_is_closed() -> Result<()> {
 #[tokio::test]
 async fn stalled_player_is_closed_after_stall_timeout() -> Result<()> {
     let srv = Cthulhu::start(&config("play_stall_timeout_secs = 2")).await?;
-    let opts = PublishOptions { video_bitrate_kbps: 4000, width: 1280, height: 720, ..PublishOptions::seconds(20.0) };
+    let opts = PublishOptions {
+        video_bitrate_kbps: 4000,
+        width: 1280,
+        height: 720,
+        ..PublishOptions::seconds(20.0)
+    };
     let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
-    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10)).await?;
+    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10))
+        .await?;
     let mut stalled = StalledPlayer::connect(&srv.url("t")).await?;
-    srv.wait_for_log("player stalled for 2 s", Duration::from_secs(15)).await?;
+    srv.wait_for_log("player stalled for 2 s", Duration::from_secs(15))
+        .await?;
     let drained = stalled.drain(Duration::from_secs(10)).await?;
     assert!(drained.closed, "server closed the stalled player");
     // The publisher is unaffected.
@@ -76,13 +92,25 @@ async fn stalled_player_is_closed_after_stall_timeout() -> Result<()> {
 #[tokio::test]
 async fn late_player_starts_on_a_keyframe() -> Result<()> {
     let srv = Cthulhu::start(&config("")).await?;
-    let opts = PublishOptions { gop: 90, ..PublishOptions::seconds(12.0) }; // 3 s GOP
+    let opts = PublishOptions {
+        gop: 90,
+        ..PublishOptions::seconds(12.0)
+    }; // 3 s GOP
     let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
-    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10)).await?;
+    srv.wait_for_log("Published stream=live/t", Duration::from_secs(10))
+        .await?;
     tokio::time::sleep(Duration::from_millis(4500)).await; // mid-GOP
     let out = srv.dir.path().join("late.flv");
     let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-rw_timeout", "10000000", "-i"])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-rw_timeout",
+            "10000000",
+            "-i",
+        ])
         .arg(srv.url("t"))
         .args(["-t", "2", "-c", "copy", "-y"])
         .arg(&out)
@@ -90,12 +118,26 @@ async fn late_player_starts_on_a_keyframe() -> Result<()> {
         .await?;
     assert!(status.success());
     let first = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "packet=flags", "-of", "csv=p=0", "-read_intervals", "%+#1"])
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=flags",
+            "-of",
+            "csv=p=0",
+            "-read_intervals",
+            "%+#1",
+        ])
         .arg(&out)
         .output()
         .await?;
     let flags = String::from_utf8_lossy(&first.stdout);
-    assert!(flags.trim_start().starts_with('K'), "first video packet is not a keyframe: {flags:?}");
+    assert!(
+        flags.trim_start().starts_with('K'),
+        "first video packet is not a keyframe: {flags:?}"
+    );
     let report = decode_check(out.to_str().unwrap_or_default(), Duration::from_secs(10)).await?;
     report.ensure_clean()?;
     // The cached GOP arrives at once: 2 s of media from a 3 s GOP started 1.5 s ago.
