@@ -1,8 +1,8 @@
 //! Our push client against our listener, in process: frames survive the round trip
+//! client → chunks → rml_rtmp's deserializer → hub bit for bit.
 
 // Helpers outside #[test] functions are test code too.
 #![allow(clippy::unwrap_used, clippy::panic)]
-//! client → chunks → rml_rtmp's deserializer → hub bit for bit.
 
 use std::sync::Arc;
 use std::time::Duration;
