@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
 use cthulhu_core::{
     AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
-    Subscriber,
+    StreamPath, Subscriber,
 };
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::sessions::{
@@ -420,36 +420,68 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_publish(
+    /// Asks the router about a publish or play request. On refusal the client is told
+    /// (with the right status code), the reason is logged and None is returned.
+    async fn authorize(
         &mut self,
+        action: Action,
         request_id: u32,
         app: String,
-        raw_name: String,
-    ) -> Result<(), RtmpError> {
-        let (name, key, query) = split_name(&raw_name);
+        raw_name: &str,
+    ) -> Result<Option<StreamPath>, RtmpError> {
+        let (verb, busy_code, denied_code) = match action {
+            Action::Publish => (
+                "Publish",
+                "NetStream.Publish.BadName",
+                "NetStream.Publish.Unauthorized",
+            ),
+            Action::Play => (
+                "Play",
+                "NetStream.Play.Failed",
+                "NetStream.Play.StreamNotFound",
+            ),
+        };
+        if self.publishing.is_some() || self.playing.is_some() {
+            self.refuse(
+                request_id,
+                busy_code,
+                "this connection is already publishing or playing".into(),
+            )?;
+            return Ok(None);
+        }
+        let (name, key, query) = split_name(raw_name);
         let req = AccessRequest {
             protocol: Protocol::Rtmp,
-            action: Action::Publish,
-            app: app.clone(),
+            action,
+            app,
             name,
             key,
             stream_id: None,
             remote: Some(self.peer),
             query,
         };
-        if self.publishing.is_some() || self.playing.is_some() {
-            return self.refuse(
-                request_id,
-                "NetStream.Publish.BadName",
-                "this connection is already publishing or playing".into(),
-            );
-        }
-        let path = match self.ctx.router.authorize(&req).await {
-            Decision::Allow(path) => path,
+        match self.ctx.router.authorize(&req).await {
+            Decision::Allow(path) => Ok(Some(path)),
             Decision::Deny(reason) => {
-                warn!(app = %app, reason = %reason, "Publish refused");
-                return self.refuse(request_id, "NetStream.Publish.Unauthorized", reason);
+                warn!(app = %req.app, reason = %reason, "{verb} refused");
+                self.refuse(request_id, denied_code, reason)?;
+                Ok(None)
             }
+        }
+    }
+
+    async fn on_publish(
+        &mut self,
+        request_id: u32,
+        app: String,
+        raw_name: String,
+    ) -> Result<(), RtmpError> {
+        let path = match self
+            .authorize(Action::Publish, request_id, app, &raw_name)
+            .await?
+        {
+            Some(path) => path,
+            None => return Ok(()),
         };
         let publisher = match self.ctx.hub.publish(&path) {
             Ok(p) => p,
@@ -476,30 +508,12 @@ impl Connection {
         raw_name: String,
         stream_id: u32,
     ) -> Result<(), RtmpError> {
-        let (name, key, query) = split_name(&raw_name);
-        let req = AccessRequest {
-            protocol: Protocol::Rtmp,
-            action: Action::Play,
-            app: app.clone(),
-            name,
-            key,
-            stream_id: None,
-            remote: Some(self.peer),
-            query,
-        };
-        if self.publishing.is_some() || self.playing.is_some() {
-            return self.refuse(
-                request_id,
-                "NetStream.Play.Failed",
-                "this connection is already publishing or playing".into(),
-            );
-        }
-        let path = match self.ctx.router.authorize(&req).await {
-            Decision::Allow(path) => path,
-            Decision::Deny(reason) => {
-                warn!(app = %app, reason = %reason, "Play refused");
-                return self.refuse(request_id, "NetStream.Play.StreamNotFound", reason);
-            }
+        let path = match self
+            .authorize(Action::Play, request_id, app, &raw_name)
+            .await?
+        {
+            Some(path) => path,
+            None => return Ok(()),
         };
         let r = guarded("accept play", || self.session.accept_request(request_id))?;
         // rml_rtmp answers play with `|RtmpSampleAccess` and `onStatus` data messages on
