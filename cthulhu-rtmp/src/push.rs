@@ -206,7 +206,9 @@ impl Destination for RtmpPush {
                             self.info = Some(info);
                             self.write(&mut client, &mut out).await?;
                         }
-                        ContinuityEvent::Gap { .. } => {}
+                        ContinuityEvent::Gap { dropped } => {
+                            tracing::warn!(dest = %self.name, dropped, "Destination fell behind: skipped to the next keyframe");
+                        }
                         ContinuityEvent::Ended(reason) => {
                             info!(dest = %self.name, reason = %reason, "Stream over: unpublishing");
                             let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;

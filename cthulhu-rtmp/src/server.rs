@@ -577,7 +577,11 @@ fn write_event(
         | ContinuityEvent::Resumed(info)
         | ContinuityEvent::Updated(info) => p.from_core.metadata(&info, false, out),
         ContinuityEvent::Frame(f) => p.from_core.frame(&f, out),
-        ContinuityEvent::Gap { .. } | ContinuityEvent::Ended(_) => Ok(()),
+        ContinuityEvent::Gap { dropped } => {
+            debug!(stream = %p.sub.path(), dropped, "Player fell behind: skipped to the next keyframe");
+            Ok(())
+        }
+        ContinuityEvent::Ended(_) => Ok(()),
     }
 }
 
