@@ -184,3 +184,61 @@ async fn garbage_closes_only_that_connection() {
         .unwrap();
     client.close().await.unwrap();
 }
+
+/// rml_rtmp's `@setDataFrame` handler indexes its arguments unchecked: a bare
+/// `@setDataFrame` panics inside the parser. The connection is closed, the stream
+/// ends, and the listener keeps serving.
+#[tokio::test]
+async fn parser_panic_closes_only_that_connection() {
+    use cthulhu_rtmp::chunk::{CSID_DATA, Chunker, Message, TYPE_DATA_AMF0};
+    let hub = Hub::new(HubConfig::default());
+    let (port, _stop) = server(&hub).await;
+    let path = StreamPath::new("live/loop").unwrap();
+    let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/loop-key")).unwrap();
+    let mut client = PublishingClient::connect(&url, &ClientConfig::default())
+        .await
+        .unwrap();
+    assert!(hub.is_live(&path));
+    let payload = Bytes::from(
+        rml_amf0::serialize(&vec![rml_amf0::Amf0Value::Utf8String(
+            "@setDataFrame".into(),
+        )])
+        .unwrap(),
+    );
+    let mut out = Vec::new();
+    Chunker::new(4096)
+        .push(
+            Message {
+                csid: CSID_DATA,
+                type_id: TYPE_DATA_AMF0,
+                stream_id: client.stream_id,
+                timestamp: 0,
+                prefix: &[],
+                payload: &payload,
+            },
+            &mut out,
+        )
+        .unwrap();
+    client.write_media(&mut out).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if client.poll_server().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "server kept the connection after a parser panic"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while hub.is_live(&path) {
+        assert!(tokio::time::Instant::now() < deadline, "stream still live");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = PublishingClient::connect(&url, &ClientConfig::default())
+        .await
+        .unwrap();
+    again.close().await.unwrap();
+}

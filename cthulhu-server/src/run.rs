@@ -23,7 +23,24 @@ pub(crate) fn init_tracing(default: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .try_init();
+    // rml_rtmp panics on some malformed input; those calls are isolated with
+    // catch_unwind and the connection is closed with a logged reason. The default hook
+    // would also print a raw panic message: send it through the log instead.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(location = %location, message = %message, "Panic: the task that hit it has ended");
+    }));
 }
 
 fn hub_config(cfg: &Config) -> HubConfig {
