@@ -188,8 +188,9 @@ impl ClientProto {
 }
 
 async fn open(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Box<dyn IoStream>, RtmpError> {
-    let addr = format!("{}:{}", url.host, url.port);
-    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&addr))
+    // A (host, port) pair, not "host:port": an IPv6 host is kept without brackets.
+    let addr = (url.host.as_str(), url.port);
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| RtmpError::Timeout("connecting"))??;
     let _ = tcp.set_nodelay(true);
@@ -508,4 +509,25 @@ pub async fn probe(url: &RtmpUrl, cfg: &ClientConfig) -> Result<ConnectInfo, Rtm
     let info = client.info.clone();
     client.close().await?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv6 destination connects to the bare address and sends a bracketed tcUrl.
+    #[tokio::test]
+    async fn ipv6_destination_connects_by_address() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let url = RtmpUrl::parse(&format!("rtmp://[::1]:{port}/live/k")).unwrap();
+        assert_eq!(url.tc_url(), format!("rtmp://[::1]:{port}/live"));
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
+        let s = open(&url, &ClientConfig::default()).await.unwrap();
+        drop(s);
+        assert!(accept.await.unwrap().unwrap().is_ipv6());
+    }
 }
