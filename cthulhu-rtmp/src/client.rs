@@ -8,6 +8,7 @@
 //! `FCUnpublish`, `deleteStream`.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -27,7 +28,7 @@ use crate::url::RtmpUrl;
 pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
 
-/// Client timeouts.
+/// Client settings: timeouts, chunk size and RTMPS trust.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
     /// TCP (and TLS) connect timeout.
@@ -36,6 +37,12 @@ pub struct ClientConfig {
     pub response_timeout: Duration,
     /// Outbound chunk size.
     pub chunk_size: u32,
+    /// For `rtmps://`: a PEM file of one or more CA certificates trusted in addition
+    /// to the webpki and system roots, for servers whose certificate a private CA
+    /// signed. Read when connecting (and cached per path until the file changes); a
+    /// file that cannot be loaded fails the connection with [`RtmpError::Tls`] naming
+    /// it. Ignored for `rtmp://`.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +51,7 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(10),
             chunk_size: 4096,
+            tls_ca_file: None,
         }
     }
 }
@@ -188,14 +196,21 @@ impl ClientProto {
 }
 
 async fn open(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Box<dyn IoStream>, RtmpError> {
-    let addr = format!("{}:{}", url.host, url.port);
-    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(&addr))
+    // The TLS configuration first: a CA file that cannot be loaded is reported as
+    // such, not hidden behind a network error.
+    let tls = if url.tls {
+        Some(crate::tls::connector(cfg.tls_ca_file.as_deref())?)
+    } else {
+        None
+    };
+    // A (host, port) pair, not "host:port": an IPv6 host is kept without brackets.
+    let addr = (url.host.as_str(), url.port);
+    let tcp = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| RtmpError::Timeout("connecting"))??;
     let _ = tcp.set_nodelay(true);
-    if url.tls {
-        let tls = crate::tls::connect(&url.host, tcp);
-        let s = tokio::time::timeout(cfg.connect_timeout, tls)
+    if let Some(tls) = tls {
+        let s = tokio::time::timeout(cfg.connect_timeout, tls.connect(&url.host, tcp))
             .await
             .map_err(|_| RtmpError::Timeout("in the TLS handshake"))??;
         Ok(Box::new(s))
@@ -508,4 +523,57 @@ pub async fn probe(url: &RtmpUrl, cfg: &ClientConfig) -> Result<ConnectInfo, Rtm
     let info = client.info.clone();
     client.close().await?;
     Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA file that cannot be loaded fails an RTMPS connection with a TLS error
+    /// naming the file, before any connection is attempted (nothing listens here).
+    #[tokio::test]
+    async fn an_unusable_ca_file_fails_before_connecting() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = RtmpUrl::parse(&format!("rtmps://127.0.0.1:{port}/live/k")).unwrap();
+        let cfg = ClientConfig {
+            tls_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..ClientConfig::default()
+        };
+        match PublishingClient::connect(&url, &cfg).await {
+            Err(RtmpError::Tls(m)) => {
+                assert!(
+                    m.starts_with("CA file /nonexistent/ca.pem: cannot read it"),
+                    "{m}"
+                )
+            }
+            Err(other) => panic!("expected a TLS error, got {other:?}"),
+            Ok(_) => panic!("connected to nothing"),
+        }
+        // Plain RTMP ignores the setting and fails to connect as usual.
+        let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/k")).unwrap();
+        assert!(matches!(
+            PublishingClient::connect(&url, &cfg).await,
+            Err(RtmpError::Io(_))
+        ));
+    }
+
+    /// An IPv6 destination connects to the bare address and sends a bracketed tcUrl.
+    #[tokio::test]
+    async fn ipv6_destination_connects_by_address() {
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            eprintln!("skipped: no IPv6 loopback on this machine");
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        let url = RtmpUrl::parse(&format!("rtmp://[::1]:{port}/live/k")).unwrap();
+        assert_eq!(url.tc_url(), format!("rtmp://[::1]:{port}/live"));
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(_, peer)| peer) });
+        let s = open(&url, &ClientConfig::default()).await.unwrap();
+        drop(s);
+        assert!(accept.await.unwrap().unwrap().is_ipv6());
+    }
 }

@@ -34,7 +34,9 @@ pub enum UrlError {
 pub struct RtmpUrl {
     /// Whether to use TLS (`rtmps://`).
     pub tls: bool,
-    /// Host name or address (an IPv6 address without brackets).
+    /// Host name or address, as used to connect and for TLS server name checks: an
+    /// IPv6 address is kept without brackets (`::1`). [`Self::tc_url`] and
+    /// [`Self::redacted`] put the brackets back.
     pub host: String,
     /// Port (default 1935 for RTMP, 443 for RTMPS).
     pub port: u16,
@@ -57,13 +59,12 @@ impl RtmpUrl {
             "rtmps" => true,
             other => return Err(UrlError::UnsupportedScheme(other.to_owned())),
         };
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or(UrlError::MissingHost)?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let host = match u.host() {
+            Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            _ => return Err(UrlError::MissingHost),
+        };
         if !u.username().is_empty() || u.password().is_some() {
             return Err(UrlError::Credentials);
         }
@@ -90,10 +91,15 @@ impl RtmpUrl {
         })
     }
 
-    /// The `tcUrl` sent in `connect`: the URL up to and including the app.
+    /// The `tcUrl` sent in `connect`: the URL up to and including the app. An IPv6
+    /// host is written in brackets: `rtmp://[::1]:1936/app`.
     pub fn tc_url(&self) -> String {
         let scheme = if self.tls { "rtmps" } else { "rtmp" };
-        format!("{scheme}://{}:{}/{}", self.host, self.port, self.app)
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}/{}", self.host, self.port, self.app)
+        } else {
+            format!("{scheme}://{}:{}/{}", self.host, self.port, self.app)
+        }
     }
 
     /// The URL with the stream key replaced by `***`, safe for logs.
@@ -221,9 +227,23 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_host_loses_its_brackets() {
+    fn ipv6_host_is_bare_for_connecting_and_bracketed_in_urls() {
         let u = RtmpUrl::parse("rtmp://[::1]:1936/live/k").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
+        assert_eq!(u.tc_url(), "rtmp://[::1]:1936/live");
+        assert_eq!(u.redacted(), "rtmp://[::1]:1936/live/***");
+        assert_eq!(format!("{u}"), "rtmp://[::1]:1936/live/***");
+        assert_eq!(format!("{u:?}"), "RtmpUrl(rtmp://[::1]:1936/live/***)");
+        // The default port, and the url crate's normalised form of the address.
+        let u = RtmpUrl::parse("rtmps://[2001:DB8:0:0::1]/app/inst/k?t=1").unwrap();
+        assert_eq!(u.host, "2001:db8::1");
+        assert_eq!(u.tc_url(), "rtmps://[2001:db8::1]:443/app/inst");
+        assert_eq!(u.redacted(), "rtmps://[2001:db8::1]:443/app/inst/***");
+        // IPv4 and names are unchanged.
+        let u = RtmpUrl::parse("rtmp://127.0.0.1/live/k").unwrap();
+        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1935/live");
+        let u = RtmpUrl::parse("rtmp://localhost:1936/live/k").unwrap();
+        assert_eq!(u.tc_url(), "rtmp://localhost:1936/live");
     }
 
     #[test]

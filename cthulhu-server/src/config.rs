@@ -162,6 +162,10 @@ pub(crate) struct PushConfig {
     pub(crate) url: PushUrl,
     /// Whether to push at all. Default true.
     pub(crate) enabled: bool,
+    /// `tls_ca_file` (rtmps:// only): a PEM file of CA certificates trusted for this
+    /// destination in addition to the system roots. A relative path in the file is
+    /// resolved against the config file's directory.
+    pub(crate) tls_ca_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -225,23 +229,49 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Self::parse_in(
+            &text,
+            &path.display().to_string(),
+            Some(base_dir),
+            &|name| std::env::var(name).ok(),
+        )
     }
 
     /// Parses and checks config `text`; `origin` names it in errors (the file name).
-    /// `key_env` reads the process environment.
+    /// `key_env` reads the process environment. Relative paths (`tls_ca_file`) are kept
+    /// as written, relative to the working directory; [`Self::load`] resolves them
+    /// against the config file's directory.
+    #[cfg(test)]
     pub(crate) fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
         Self::parse_with_env(text, origin, &|name| std::env::var(name).ok())
     }
 
     /// Like [`Self::parse`], resolving `key_env` and `play_key_env` through `env`
     /// instead of the process environment.
+    #[cfg(test)]
     pub(crate) fn parse_with_env(
         text: &str,
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let checker = Checker { text, origin, env };
+        Self::parse_in(text, origin, None, env)
+    }
+
+    /// Like [`Self::parse_with_env`], resolving relative paths against `base_dir` if
+    /// given.
+    pub(crate) fn parse_in(
+        text: &str,
+        origin: &str,
+        base_dir: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let checker = Checker {
+            text,
+            origin,
+            base_dir,
+            env,
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| checker.toml_error(&e))?;
         checker.config(raw)
     }
@@ -304,6 +334,7 @@ struct RawPush {
     name: Spanned<String>,
     url: Spanned<String>,
     enabled: Option<bool>,
+    tls_ca_file: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,6 +343,8 @@ struct RawPush {
 struct Checker<'a> {
     text: &'a str,
     origin: &'a str,
+    /// Where relative paths start (the config file's directory), if known.
+    base_dir: Option<&'a Path>,
     env: &'a dyn Fn(&str) -> Option<String>,
 }
 
@@ -667,13 +700,45 @@ impl Checker<'_> {
 
             let url = PushUrl::parse(push.url.get_ref())
                 .map_err(|e| self.error(&push.url.span(), &format!("{at}.url"), e))?;
+            let tls_ca_file = push
+                .tls_ca_file
+                .map(|file| self.tls_ca_file(&at, &url, file))
+                .transpose()?;
             out.push(PushConfig {
                 name,
                 url,
                 enabled: push.enabled.unwrap_or(true),
+                tls_ca_file,
             });
         }
         Ok(out)
+    }
+
+    /// `tls_ca_file` of the destination at `at`: only for rtmps://, not empty, and
+    /// resolved against the config file's directory if relative. The file itself is
+    /// read when the destination connects (it may appear or change later).
+    fn tls_ca_file(
+        &self,
+        at: &str,
+        url: &PushUrl,
+        file: Spanned<String>,
+    ) -> Result<PathBuf, ConfigError> {
+        let key = format!("{at}.tls_ca_file");
+        if !url.rtmp().tls {
+            return Err(self.error(
+                &file.span(),
+                &key,
+                "only applies to rtmps:// destinations (the url is rtmp://)",
+            ));
+        }
+        if file.get_ref().trim().is_empty() {
+            return Err(self.error(&file.span(), &key, "must not be empty"));
+        }
+        let path = PathBuf::from(file.into_inner());
+        Ok(match self.base_dir {
+            Some(base) if path.is_relative() => base.join(path),
+            _ => path,
+        })
     }
 }
 

@@ -41,6 +41,10 @@ enum Command {
         /// Seconds allowed for each step.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// For rtmps:// URLs: a PEM file of CA certificates to trust in addition to
+        /// the system roots (for a server whose certificate a private CA signed).
+        #[arg(long, value_name = "PATH")]
+        tls_ca_file: Option<PathBuf>,
     },
 }
 
@@ -48,7 +52,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check) => check(cli.config),
-        Some(Command::Probe { url, timeout }) => probe(&url, timeout),
+        Some(Command::Probe {
+            url,
+            timeout,
+            tls_ca_file,
+        }) => probe(&url, timeout, tls_ca_file),
         None => serve(cli.config),
     }
 }
@@ -60,6 +68,23 @@ fn check(path: Option<PathBuf>) -> ExitCode {
     };
     match config::Config::load(&path) {
         Ok(cfg) => {
+            // CA files are read when a destination connects; check them now too.
+            let mut bad_ca = false;
+            for (i, s) in cfg.streams.iter().enumerate() {
+                for (j, p) in s.push.iter().enumerate() {
+                    let Some(ca) = &p.tls_ca_file else { continue };
+                    if let Err(e) = cthulhu_rtmp::tls::check_ca_file(ca) {
+                        eprintln!(
+                            "{}: streams[{i}].push[{j}].tls_ca_file: {e}",
+                            path.display()
+                        );
+                        bad_ca = true;
+                    }
+                }
+            }
+            if bad_ca {
+                return ExitCode::FAILURE;
+            }
             let dests: usize = cfg.streams.iter().map(|s| s.push.len()).sum();
             println!(
                 "{}: OK ({} stream(s), {} destination(s))",
@@ -82,7 +107,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn probe(url: &str, timeout: u64) -> ExitCode {
+fn probe(url: &str, timeout: u64, tls_ca_file: Option<PathBuf>) -> ExitCode {
     let parsed = match cthulhu_rtmp::RtmpUrl::parse(url) {
         Ok(u) => u,
         Err(e) => {
@@ -91,6 +116,10 @@ fn probe(url: &str, timeout: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if tls_ca_file.is_some() && !parsed.tls {
+        eprintln!("--tls-ca-file only applies to rtmps:// URLs");
+        return ExitCode::from(2);
+    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -101,6 +130,7 @@ fn probe(url: &str, timeout: u64) -> ExitCode {
     let cfg = cthulhu_rtmp::ClientConfig {
         connect_timeout: Duration::from_secs(timeout),
         response_timeout: Duration::from_secs(timeout),
+        tls_ca_file,
         ..cthulhu_rtmp::ClientConfig::default()
     };
     println!("Probing {} ...", parsed.redacted());

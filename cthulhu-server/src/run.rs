@@ -145,6 +145,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
             let push_cfg = PushConfig {
                 client: cthulhu_rtmp::ClientConfig {
                     chunk_size: cfg.rtmp.chunk_size,
+                    tls_ca_file: p.tls_ca_file.clone(),
                     ..Default::default()
                 },
                 grace: cfg.hub.publisher_grace,
@@ -152,7 +153,14 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
             };
             let redacted = url.redacted();
             let push = RtmpPush::new(p.name.clone(), url, sub, push_cfg);
-            info!(stream = %s.path, dest = %p.name, url = %redacted, "Destination configured");
+            match &p.tls_ca_file {
+                None => {
+                    info!(stream = %s.path, dest = %p.name, url = %redacted, "Destination configured")
+                }
+                Some(ca) => {
+                    info!(stream = %s.path, dest = %p.name, url = %redacted, tls_ca_file = %ca.display(), "Destination configured")
+                }
+            }
             pushes.push(Supervisor::spawn(
                 format!("{}:{}", s.path, p.name),
                 redacted,

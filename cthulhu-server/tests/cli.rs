@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{Cthulhu, bin, strip_ansi};
-use cthulhu_testkit::{ChildGuard, Nginx, free_port, wait_for_port};
+use cthulhu_testkit::{ChildGuard, Nginx, TestCa, free_port, wait_for_port};
 use tokio::process::Command;
 
 async fn run(args: &[&str]) -> Result<(bool, String)> {
@@ -135,5 +135,84 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     let log = strip_ansi(&second.log());
     assert!(!log.contains(&key), "key shown again:\n{log}");
     second.kill().await?;
+    Ok(())
+}
+
+/// `probe --tls-ca-file`: an RTMPS server signed by a private CA is accepted with the
+/// CA's file and refused without it; the option makes no sense for rtmp://.
+#[tokio::test]
+async fn probe_trusts_a_private_ca_with_tls_ca_file() -> Result<()> {
+    let ca = TestCa::new("Cthulhu probe test CA")?;
+    let cert = ca.issue_localhost()?;
+    let nginx = Nginx::start_rtmps(free_port(), free_port(), &cert.cert_pem, &cert.key_pem).await?;
+    let url = nginx.rtmps_url("probe-secret");
+    let ca_path = ca.cert_path().display().to_string();
+
+    let (ok, text) = run(&["probe", "--tls-ca-file", &ca_path, &url]).await?;
+    assert!(ok, "{text}");
+    assert!(text.contains("OK: publish accepted"), "{text}");
+    assert!(!text.contains("probe-secret"), "key printed: {text}");
+
+    let (ok, text) = run(&["probe", "--timeout", "5", &url]).await?;
+    assert!(!ok);
+    assert!(
+        text.contains("FAILED: tls: localhost: invalid peer certificate: UnknownIssuer"),
+        "{text}"
+    );
+
+    let (ok, text) = run(&["probe", "--tls-ca-file", "/nonexistent/ca.pem", &url]).await?;
+    assert!(!ok);
+    assert!(
+        text.contains("FAILED: tls: CA file /nonexistent/ca.pem: cannot read it"),
+        "{text}"
+    );
+
+    let (ok, text) = run(&["probe", "--tls-ca-file", &ca_path, &nginx.url("x")]).await?;
+    assert!(!ok);
+    assert!(
+        text.contains("--tls-ca-file only applies to rtmps:// URLs"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// `check` also loads the CA files the destinations name.
+#[tokio::test]
+async fn check_reads_tls_ca_files() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = TestCa::new("Cthulhu check test CA")?;
+    std::fs::copy(ca.cert_path(), dir.path().join("ca.pem"))?;
+    std::fs::write(dir.path().join("junk.pem"), "not a certificate\n")?;
+    let config = |ca_file: &str| {
+        format!(
+            "[[streams]]\npath = \"live/studio\"\nkey = \"k1\"\n[[streams.push]]\nname = \"private\"\n\
+             url = \"rtmps://ingest.example/live/xxxx\"\ntls_ca_file = \"{ca_file}\"\n"
+        )
+    };
+    let path = dir.path().join("cthulhu.toml");
+    let arg = path.display().to_string();
+
+    // Relative to the config file, wherever check runs from.
+    std::fs::write(&path, config("ca.pem"))?;
+    let (ok, text) = run(&["check", "--config", &arg]).await?;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("OK (1 stream(s), 1 destination(s))"),
+        "{text}"
+    );
+
+    for (file, why) in [
+        ("junk.pem", "no certificate found"),
+        ("missing.pem", "cannot read it"),
+    ] {
+        std::fs::write(&path, config(file))?;
+        let (ok, text) = run(&["check", "--config", &arg]).await?;
+        assert!(!ok, "{file}: {text}");
+        let want = format!(
+            "{arg}: streams[0].push[0].tls_ca_file: tls: CA file {}: {why}",
+            dir.path().join(file).display()
+        );
+        assert!(text.contains(&want), "{file}: {text}");
+    }
     Ok(())
 }

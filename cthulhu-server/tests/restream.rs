@@ -1,5 +1,6 @@
 //! End-to-end restreaming against real peers on 127.0.0.1: ffmpeg publishes and plays,
-//! nginx-rtmp instances are the push destinations, ffprobe/ffmpeg decode what arrived.
+//! nginx-rtmp instances are the push destinations (for RTMPS behind nginx's TLS-terminating
+//! stream proxy), ffprobe/ffmpeg decode what arrived.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{Cthulhu, video_gaps};
 use cthulhu_testkit::{
-    Ffmpeg, Nginx, PublishOptions, StalledPlayer, decode_check, free_port, probe_streams,
+    Ffmpeg, Nginx, PublishOptions, StalledPlayer, TestCa, decode_check, free_port, probe_streams,
 };
 
 const KEY: &str = "studio-secret-1";
@@ -340,5 +341,106 @@ async fn sigterm_unpublishes_destinations() -> Result<()> {
     dest.wait_for_log("deleteStream", Duration::from_secs(5))
         .await?;
     let _ = publisher.kill().await;
+    Ok(())
+}
+
+/// An RTMPS destination behind a TLS terminator (nginx `stream` with `ssl`, in front of
+/// nginx-rtmp) whose certificate a private CA signed, as `[[streams.push]]` in the
+/// config with `tls_ca_file`.
+fn rtmps_push(dest: &Nginx, stream: &str, tls_ca_file: Option<&std::path::Path>) -> String {
+    let mut s = format!(
+        "[hub]\npublisher_grace_secs = 1\n{}",
+        stream_with_pushes(&[("secure", dest.rtmps_url(stream))])
+    );
+    if let Some(ca) = tls_ca_file {
+        s.push_str(&format!("tls_ca_file = \"{}\"\n", ca.display()));
+    }
+    s
+}
+
+/// Cthulhu pushes over RTMPS to a real TLS peer, trusting its private CA through
+/// `tls_ca_file`; what nginx-rtmp recorded behind the TLS terminator decodes cleanly.
+#[tokio::test]
+async fn pushes_over_rtmps_to_a_server_of_a_private_ca() -> Result<()> {
+    let ca = TestCa::new("Cthulhu restream test CA")?;
+    let cert = ca.issue_localhost()?;
+    let dest = Nginx::start_rtmps(free_port(), free_port(), &cert.cert_pem, &cert.key_pem).await?;
+    let srv = Cthulhu::start(&rtmps_push(&dest, "secure", Some(&ca.cert_path()))).await?;
+    srv.wait_for_log(
+        &format!("tls_ca_file={}", ca.cert_path().display()),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(6.0)).await?;
+    srv.wait_for_log("Live dest=live/studio:secure", Duration::from_secs(15))
+        .await?;
+    dest.wait_for_publish("secure", Duration::from_secs(5))
+        .await?;
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    let rec = dest
+        .wait_for_recording("secure", Duration::from_secs(10))
+        .await?;
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(20)).await?;
+    report.ensure_clean()?;
+    assert_eq!(report.dimensions, Some((640, 360)));
+    assert!(
+        report.video_seconds > 5.0,
+        "only {} s of video arrived over RTMPS",
+        report.video_seconds
+    );
+    let log = srv.log();
+    assert_eq!(srv.count("Push failed"), 0, "{log}");
+    assert!(
+        log.contains(&format!(
+            "url=rtmps://localhost:{}/live/***",
+            dest.tls_port().unwrap_or_default()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("/live/secure"), "destination key leaked");
+    Ok(())
+}
+
+/// Without `tls_ca_file` the same server is refused on its certificate: the push
+/// retries with an error naming the unknown issuer and never goes live.
+#[tokio::test]
+async fn rtmps_push_without_the_private_ca_fails_on_the_certificate() -> Result<()> {
+    let ca = TestCa::new("Cthulhu restream test CA")?;
+    let cert = ca.issue_localhost()?;
+    let dest = Nginx::start_rtmps(free_port(), free_port(), &cert.cert_pem, &cert.key_pem).await?;
+    let srv = Cthulhu::start(&rtmps_push(&dest, "insecure", None)).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(6.0)).await?;
+    srv.wait_for_log(
+        "Push failed, retrying dest=live/studio:secure",
+        Duration::from_secs(15),
+    )
+    .await?;
+    srv.wait_for_log("attempt=2", Duration::from_secs(10))
+        .await?;
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    let log = srv.log();
+    let failures: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Push failed, retrying"))
+        .collect();
+    assert!(failures.len() >= 2, "{log}");
+    for line in &failures {
+        assert!(
+            line.contains("invalid peer certificate: UnknownIssuer")
+                && line.contains("set tls_ca_file"),
+            "{line}"
+        );
+    }
+    assert_eq!(srv.count("Live dest=live/studio:secure"), 0, "{log}");
+    assert!(
+        !dest.log_since_start().contains("publish: name='insecure'"),
+        "nginx got a publish:\n{}",
+        dest.log_tail()
+    );
+    assert!(!dest.recording_path("insecure").exists());
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! `127.0.0.1`: an nginx-rtmp instance per test ([`Nginx`]), ffmpeg publishers
 //! ([`Ffmpeg`]), ffprobe/ffmpeg based checks ([`ffprobe_json`], [`probe_streams`],
 //! [`decode_check`]) and a hand-written RTMP client that stops reading after
-//! `play` ([`StalledPlayer`]).
+//! `play` ([`StalledPlayer`]); for RTMPS, a TLS-terminating nginx
+//! ([`Nginx::start_rtmps`]) with certificates of a throwaway CA ([`TestCa`]).
 //!
 //! Conventions:
 //!
@@ -18,7 +19,8 @@
 //!   nginx config, recordings) after the test for post-mortem debugging.
 //!
 //! Needs Linux (reads `/proc`), ffmpeg/ffprobe ≥ 5.1 and nginx ≥ 1.19.5 with the
-//! rtmp module (Debian: `ffmpeg nginx libnginx-mod-rtmp`).
+//! rtmp module (Debian: `ffmpeg nginx libnginx-mod-rtmp`; for RTMPS also the stream
+//! module, `libnginx-mod-stream`).
 
 // This crate only runs inside tests: failing loudly (panicking) is the correct
 // reaction to a broken environment in the few places where an API returns a
@@ -31,12 +33,14 @@ mod net;
 mod nginx;
 mod process;
 mod stalled;
+mod tls;
 
 pub use ffmpeg::{
     DecodeReport, Ffmpeg, ProbedStream, PublishOptions, decode_check, ffprobe_json,
     ffprobe_json_timeout, probe_streams,
 };
 pub use net::{free_port, pid_is_listening, wait_for_port};
-pub use nginx::{Nginx, rtmp_module_path};
+pub use nginx::{Nginx, rtmp_module_path, stream_module_path};
 pub use process::{ChildGuard, find_tool, require_tool, rss_kib};
 pub use stalled::{Drained, StalledPlayer, StalledPlayerOptions};
+pub use tls::{ServerCert, TestCa};

@@ -15,27 +15,69 @@ const APP: &str = "live";
 /// How long nginx may take to start listening. nginx retries a failing
 /// `bind()` 5 times, 500 ms apart, before giving up, hence more than 2.5 s.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// Well-known locations of the dynamic rtmp module (Debian/Ubuntu, Fedora,
-/// source builds).
-const MODULE_CANDIDATES: &[&str] = &[
-    "/usr/lib/nginx/modules/ngx_rtmp_module.so",
-    "/usr/share/nginx/modules/ngx_rtmp_module.so",
-    "/usr/lib64/nginx/modules/ngx_rtmp_module.so",
-    "/usr/local/nginx/modules/ngx_rtmp_module.so",
+/// Well-known directories of dynamic nginx modules (Debian/Ubuntu, Fedora, source
+/// builds).
+const MODULE_DIRS: &[&str] = &[
+    "/usr/lib/nginx/modules",
+    "/usr/share/nginx/modules",
+    "/usr/lib64/nginx/modules",
+    "/usr/local/nginx/modules",
 ];
+
+/// A dynamic nginx module the tests `load_module`.
+struct Module {
+    /// File name of the shared object.
+    file: &'static str,
+    /// Environment variable that overrides the search.
+    env: &'static str,
+    /// Whether `nginx -V` shows the module compiled into the binary.
+    built_in: fn(&str) -> bool,
+    /// The Debian package that ships it.
+    package: &'static str,
+}
+
+const RTMP_MODULE: Module = Module {
+    file: "ngx_rtmp_module.so",
+    env: "CTHULHU_NGINX_RTMP_MODULE",
+    built_in: |configure| {
+        configure
+            .split_whitespace()
+            .any(|a| a.starts_with("--add-module=") && a.contains("rtmp"))
+    },
+    package: "libnginx-mod-rtmp",
+};
+
+const STREAM_MODULE: Module = Module {
+    file: "ngx_stream_module.so",
+    env: "CTHULHU_NGINX_STREAM_MODULE",
+    built_in: |configure| configure.split_whitespace().any(|a| a == "--with-stream"),
+    package: "libnginx-mod-stream",
+};
 
 /// Finds the nginx rtmp module to `load_module`.
 ///
-/// Order: the `CTHULHU_NGINX_RTMP_MODULE` environment variable; the
-/// `load_module` line of `/etc/nginx/modules-enabled/*rtmp*.conf` (a relative
-/// path there is relative to nginx's `--prefix`, `/usr/share/nginx` on
+/// Order: the `CTHULHU_NGINX_RTMP_MODULE` environment variable; a `load_module`
+/// line naming `ngx_rtmp_module.so` in `/etc/nginx/modules-enabled/*.conf` (a
+/// relative path there is relative to nginx's `--prefix`, `/usr/share/nginx` on
 /// Debian); well-known module directories. Returns `Ok(None)` if the module is
 /// compiled into the nginx binary (`--add-module=...rtmp...` in `nginx -V`).
 pub fn rtmp_module_path() -> Result<Option<PathBuf>> {
-    if let Some(p) = std::env::var_os("CTHULHU_NGINX_RTMP_MODULE") {
+    module_path(&RTMP_MODULE)
+}
+
+/// Finds the nginx stream module (TCP proxying, with TLS termination) to
+/// `load_module`, like [`rtmp_module_path`]: `CTHULHU_NGINX_STREAM_MODULE`, then
+/// `/etc/nginx/modules-enabled`, then the well-known directories. Returns
+/// `Ok(None)` if nginx was built `--with-stream` (not dynamic).
+pub fn stream_module_path() -> Result<Option<PathBuf>> {
+    module_path(&STREAM_MODULE)
+}
+
+fn module_path(module: &Module) -> Result<Option<PathBuf>> {
+    if let Some(p) = std::env::var_os(module.env) {
         let p = PathBuf::from(p);
         if !p.is_file() {
-            bail!("CTHULHU_NGINX_RTMP_MODULE={} is not a file", p.display());
+            bail!("{}={} is not a file", module.env, p.display());
         }
         return Ok(Some(p));
     }
@@ -44,26 +86,26 @@ pub fn rtmp_module_path() -> Result<Option<PathBuf>> {
         .split_whitespace()
         .find_map(|a| a.strip_prefix("--prefix="))
         .map(PathBuf::from);
-    if let Some(p) = module_from_modules_enabled(prefix.as_deref()) {
+    if let Some(p) = module_from_modules_enabled(prefix.as_deref(), module.file) {
         return Ok(Some(p));
     }
-    if let Some(p) = MODULE_CANDIDATES
+    if let Some(p) = MODULE_DIRS
         .iter()
-        .map(PathBuf::from)
+        .map(|d| Path::new(d).join(module.file))
         .find(|p| p.is_file())
     {
         return Ok(Some(p));
     }
-    let static_module = configure
-        .split_whitespace()
-        .any(|a| a.starts_with("--add-module=") && a.contains("rtmp"));
-    if static_module {
+    if (module.built_in)(&configure) {
         return Ok(None);
     }
     bail!(
-        "the nginx rtmp module was not found (looked at /etc/nginx/modules-enabled/*rtmp*.conf \
-         and {MODULE_CANDIDATES:?}); install it (`apt-get install libnginx-mod-rtmp`, which \
-         `scripts/test` does) or set CTHULHU_NGINX_RTMP_MODULE to the .so file"
+        "the nginx module {} was not found (looked at /etc/nginx/modules-enabled/*.conf \
+         and {MODULE_DIRS:?}); install it (`apt-get install {}`, which `scripts/test` \
+         does) or set {} to the .so file",
+        module.file,
+        module.package,
+        module.env
     )
 }
 
@@ -83,16 +125,11 @@ fn nginx_configure_args() -> String {
         .unwrap_or_default()
 }
 
-/// Parses `load_module <path>;` out of `/etc/nginx/modules-enabled/*rtmp*.conf`.
-fn module_from_modules_enabled(prefix: Option<&Path>) -> Option<PathBuf> {
+/// Parses `load_module <path>;` lines out of `/etc/nginx/modules-enabled/*.conf`
+/// and returns the first existing file named `file`.
+fn module_from_modules_enabled(prefix: Option<&Path>, file: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir("/etc/nginx/modules-enabled").ok()?;
-    let mut confs: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains("rtmp"))
-        })
-        .collect();
+    let mut confs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     confs.sort();
     let roots: Vec<PathBuf> = prefix
         .map(Path::to_path_buf)
@@ -110,6 +147,9 @@ fn module_from_modules_enabled(prefix: Option<&Path>) -> Option<PathBuf> {
             };
             let raw = rest.trim().trim_end_matches(';').trim().trim_matches('"');
             let path = PathBuf::from(raw);
+            if path.file_name().is_none_or(|n| n != file) {
+                continue;
+            }
             if path.is_absolute() {
                 if path.is_file() {
                     return Some(path);
@@ -136,9 +176,15 @@ fn module_from_modules_enabled(prefix: Option<&Path>) -> Option<PathBuf> {
 /// `connect`/`publish`/`play` events) and the access log inside that
 /// directory; `-e` keeps nginx from touching `/var/log/nginx` before the
 /// config is read. The system nginx service is neither used nor touched.
+///
+/// [`Nginx::start_rtmps`] adds a TLS terminator in the same process: nginx's
+/// `stream` module accepts TLS on a second port and proxies the plain bytes to
+/// the RTMP port, the way RTMPS ingest is commonly deployed.
 #[derive(Debug)]
 pub struct Nginx {
     port: u16,
+    /// The TLS port of [`Nginx::start_rtmps`].
+    tls_port: Option<u16>,
     nginx_bin: PathBuf,
     proc: Option<ChildGuard>,
     /// Length of `error.log` when the current process was started, so log
@@ -154,14 +200,52 @@ impl Nginx {
     /// Fails fast (with the error log) if nginx logs an `[emerg]`, e.g. when
     /// the port is taken.
     pub async fn start_rtmp(port: u16) -> Result<Nginx> {
+        Self::start(port, None).await
+    }
+
+    /// Like [`Nginx::start_rtmp`], plus TLS termination on 127.0.0.1:`tls_port`
+    /// (nginx `stream` module, `listen ... ssl`, `proxy_pass` to the RTMP port)
+    /// with the certificate chain `cert_pem` and its private key `key_pem` (see
+    /// [`crate::TestCa::issue_localhost`]). Publish with
+    /// [`Nginx::rtmps_url`]; the RTMP port stays open for plain RTMP.
+    ///
+    /// Needs the stream module (Debian: `libnginx-mod-stream`).
+    pub async fn start_rtmps(
+        rtmp_port: u16,
+        tls_port: u16,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<Nginx> {
+        let tls = TlsFront {
+            port: tls_port,
+            cert_pem,
+            key_pem,
+        };
+        Self::start(rtmp_port, Some(tls)).await
+    }
+
+    async fn start(port: u16, tls: Option<TlsFront<'_>>) -> Result<Nginx> {
         let nginx_bin = require_tool("nginx")?;
-        let module = rtmp_module_path()?;
+        let mut modules = vec![rtmp_module_path()?];
+        if tls.is_some() {
+            modules.push(stream_module_path()?);
+        }
+        let modules: Vec<PathBuf> = modules.into_iter().flatten().collect();
         let dir = temp_dir("nginx")?;
         std::fs::create_dir_all(dir.path().join("rec")).context("creating rec dir")?;
-        let config = rtmp_config(dir.path(), port, module.as_deref());
+        if let Some(tls) = &tls {
+            let tls_dir = dir.path().join("tls");
+            std::fs::create_dir_all(&tls_dir).context("creating tls dir")?;
+            std::fs::write(tls_dir.join("server.pem"), tls.cert_pem)
+                .context("writing server.pem")?;
+            std::fs::write(tls_dir.join("server.key"), tls.key_pem)
+                .context("writing server.key")?;
+        }
+        let config = nginx_config(dir.path(), port, tls.as_ref().map(|t| t.port), &modules);
         std::fs::write(dir.path().join("nginx.conf"), config).context("writing nginx.conf")?;
         let mut nginx = Nginx {
             port,
+            tls_port: tls.map(|t| t.port),
             nginx_bin,
             proc: None,
             log_offset: 0,
@@ -185,7 +269,8 @@ impl Nginx {
         // Ready means *this* nginx listens: a plain connect would also succeed
         // if another process held the port while nginx retries its bind().
         let deadline = Instant::now() + START_TIMEOUT;
-        while !pid_is_listening(guard.pid(), self.port) {
+        let ports: Vec<u16> = std::iter::once(self.port).chain(self.tls_port).collect();
+        while !ports.iter().all(|&p| pid_is_listening(guard.pid(), p)) {
             let emerg = self
                 .log_since_start()
                 .lines()
@@ -194,8 +279,7 @@ impl Nginx {
             if !guard.is_running() || emerg.is_some() || Instant::now() >= deadline {
                 let _ = guard.kill().await;
                 bail!(
-                    "nginx did not start listening on 127.0.0.1:{} ({}): {}\nerror.log:\n{}",
-                    self.port,
+                    "nginx did not start listening on 127.0.0.1 ports {ports:?} ({}): {}\nerror.log:\n{}",
                     emerg.unwrap_or_else(|| format!("timeout {START_TIMEOUT:?} or exit")),
                     guard.describe(),
                     self.log_tail()
@@ -210,6 +294,21 @@ impl Nginx {
     /// The RTMP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port of [`Nginx::start_rtmps`], if any.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// `rtmps://localhost:TLS_PORT/live/<stream>` for an instance started with
+    /// [`Nginx::start_rtmps`] (`localhost`, the name test certificates carry;
+    /// nginx listens on 127.0.0.1). Panics for a plain RTMP instance.
+    pub fn rtmps_url(&self, stream: &str) -> String {
+        let port = self
+            .tls_port
+            .expect("rtmps_url needs an instance started with Nginx::start_rtmps");
+        format!("rtmps://localhost:{port}/{APP}/{stream}")
     }
 
     /// `rtmp://127.0.0.1:PORT/live/<stream>`: publish or play `stream`.
@@ -338,15 +437,42 @@ impl Nginx {
     }
 }
 
-/// The nginx.conf used by [`Nginx::start_rtmp`].
-fn rtmp_config(dir: &Path, port: u16, module: Option<&Path>) -> String {
+/// The TLS terminator of [`Nginx::start_rtmps`].
+struct TlsFront<'a> {
+    port: u16,
+    cert_pem: &'a str,
+    key_pem: &'a str,
+}
+
+/// The nginx.conf used by [`Nginx::start_rtmp`] and [`Nginx::start_rtmps`]
+/// (with `tls_port`: a `stream` server terminating TLS in front of RTMP, with
+/// the certificate and key in `<dir>/tls/`).
+fn nginx_config(dir: &Path, port: u16, tls_port: Option<u16>, modules: &[PathBuf]) -> String {
     let d = dir.display();
-    let load_module = module
+    let load_modules: String = modules
+        .iter()
         .map(|m| format!("load_module \"{}\";\n", m.display()))
+        .collect();
+    let stream = tls_port
+        .map(|tls| {
+            format!(
+                r#"
+stream {{
+    server {{
+        listen 127.0.0.1:{tls} ssl;
+        ssl_certificate "{d}/tls/server.pem";
+        ssl_certificate_key "{d}/tls/server.key";
+        ssl_protocols TLSv1.2 TLSv1.3;
+        proxy_pass 127.0.0.1:{port};
+    }}
+}}
+"#
+            )
+        })
         .unwrap_or_default();
     format!(
         r#"# Generated by cthulhu-testkit for one test.
-{load_module}daemon off;
+{load_modules}daemon off;
 master_process off;
 pid "{d}/nginx.pid";
 error_log "{d}/error.log" info;
@@ -369,6 +495,6 @@ rtmp {{
         }}
     }}
 }}
-"#
+{stream}"#
     )
 }

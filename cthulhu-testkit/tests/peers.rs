@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use cthulhu_testkit::{
-    Ffmpeg, Nginx, ProbedStream, PublishOptions, StalledPlayer, decode_check, free_port,
+    Ffmpeg, Nginx, ProbedStream, PublishOptions, StalledPlayer, TestCa, decode_check, free_port,
     pid_is_listening, probe_streams, rss_kib,
 };
 
@@ -130,4 +130,56 @@ async fn nginx_start_fails_clearly_when_the_port_is_taken() -> Result<()> {
     ensure!(err.contains("Address already in use"), "{err}");
     ensure!(pid_is_listening(std::process::id(), port));
     Ok(())
+}
+
+/// The TLS terminator in front of nginx-rtmp: ffmpeg publishes over RTMPS and checks
+/// the server certificate against the throwaway CA (a second TLS implementation,
+/// not Cthulhu's, vouches for the certificates), and nginx records the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_terminates_tls_with_a_test_ca_certificate() -> Result<()> {
+    let ca = TestCa::new("Cthulhu testkit CA")?;
+    ensure!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    ensure!(std::fs::read_to_string(ca.cert_path())? == ca.cert_pem());
+    let cert = ca.issue_localhost()?;
+    ensure!(cert.key_pem.contains("PRIVATE KEY"));
+    let nginx = Nginx::start_rtmps(free_port(), free_port(), &cert.cert_pem, &cert.key_pem).await?;
+    let tls_port = nginx.tls_port().unwrap_or_default();
+    ensure!(nginx.rtmps_url("tls") == format!("rtmps://localhost:{tls_port}/live/tls"));
+
+    let verified = |secs| PublishOptions {
+        extra_output_args: [
+            "-tls_verify".into(),
+            "1".into(),
+            "-ca_file".into(),
+            ca.cert_path().display().to_string(),
+        ]
+        .to_vec(),
+        ..PublishOptions::seconds(secs)
+    };
+    let mut ffmpeg = Ffmpeg::publish_test_pattern(&nginx.rtmps_url("tls"), &verified(3.0)).await?;
+    ffmpeg.wait_success(SECS(30)).await?;
+    let recording = nginx.wait_for_recording("tls", SECS(10)).await?;
+    let report = decode_check(&recording.to_string_lossy(), SECS(10)).await?;
+    report.ensure_clean()?;
+    ensure!(report.video_seconds > 2.8, "{report:#?}");
+
+    // Verification is real: another CA's certificate is refused.
+    let other = TestCa::new("Some other CA")?;
+    let opts = PublishOptions {
+        extra_output_args: [
+            "-tls_verify".into(),
+            "1".into(),
+            "-ca_file".into(),
+            other.cert_path().display().to_string(),
+        ]
+        .to_vec(),
+        ..PublishOptions::seconds(2.0)
+    };
+    let mut refused = Ffmpeg::publish_test_pattern(&nginx.rtmps_url("nope"), &opts).await?;
+    ensure!(
+        !refused.wait(SECS(15)).await?.success(),
+        "ffmpeg accepted a certificate of an untrusted CA"
+    );
+    ensure!(!nginx.recording_path("nope").exists());
+    nginx.stop().await
 }

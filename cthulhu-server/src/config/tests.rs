@@ -69,6 +69,7 @@ url = "rtmp://a.rtmp.youtube.com/live2/yt-key-1234"
 name = "facebook"
 url = "rtmps://live-api-s.facebook.com:443/rtmp/FB-key-5678?s_bl=1"
 enabled = false
+tls_ca_file = "/etc/cthulhu/fb-ca.pem"
 
 [[streams]]
 path = "live/backup"
@@ -117,6 +118,7 @@ fn full_file() {
     assert_eq!(yt.url.rtmp().port, 1935);
     assert_eq!(yt.url.rtmp().app, "live2");
     assert_eq!(yt.url.rtmp().key, "yt-key-1234");
+    assert_eq!(yt.tls_ca_file, None);
     let fb = &studio.push[1];
     assert_eq!(fb.name, "facebook");
     assert!(!fb.enabled);
@@ -124,6 +126,10 @@ fn full_file() {
     assert_eq!(fb.url.rtmp().port, 443);
     assert_eq!(fb.url.rtmp().app, "rtmp");
     assert_eq!(fb.url.rtmp().key, "FB-key-5678?s_bl=1");
+    assert_eq!(
+        fb.tls_ca_file.as_deref(),
+        Some(Path::new("/etc/cthulhu/fb-ca.pem"))
+    );
 
     let backup = &c.streams[1];
     assert_eq!(backup.path.as_str(), "live/backup");
@@ -196,7 +202,7 @@ fn unknown_keys() {
             "{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"rtmp://h/app/yt-key-1234\"\nenable = false\n"
         ),
         "cthulhu.toml:7:1: streams[0].push[0].enable: unknown field `enable`, expected one of \
-         `name`, `url`, `enabled`",
+         `name`, `url`, `enabled`, `tls_ca_file`",
     );
 }
 
@@ -372,6 +378,76 @@ fn url_without_key_or_app() {
     assert_error(
         &format!("{STREAM}[[streams.push]]\nname = \"yt\"\nurl = \"yt-key-1234\"\n"),
         "cthulhu.toml:6:7: streams[0].push[0].url: not a valid URL (relative URL without a base)",
+    );
+}
+
+/// A destination with `url` and `tls_ca_file` lines (lines 6 and 7 of the text).
+fn push_with_ca(url: &str, tls_ca_file: &str) -> String {
+    format!(
+        "{STREAM}[[streams.push]]\nname = \"dest\"\nurl = \"{url}\"\ntls_ca_file = {tls_ca_file}\n"
+    )
+}
+
+#[test]
+fn tls_ca_file_only_for_rtmps() {
+    let c = parse(&push_with_ca(
+        "rtmps://ingest.example/app/yt-key-1234",
+        "\"/etc/ssl/private-ca.pem\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.streams[0].push[0].tls_ca_file.as_deref(),
+        Some(Path::new("/etc/ssl/private-ca.pem"))
+    );
+    assert_error(
+        &push_with_ca(
+            "rtmp://ingest.example/app/yt-key-1234",
+            "\"/etc/ssl/ca.pem\"",
+        ),
+        "cthulhu.toml:7:15: streams[0].push[0].tls_ca_file: only applies to rtmps:// destinations \
+         (the url is rtmp://)",
+    );
+    assert_error(
+        &push_with_ca("rtmps://ingest.example/app/yt-key-1234", "\" \""),
+        "cthulhu.toml:7:15: streams[0].push[0].tls_ca_file: must not be empty",
+    );
+    assert_error(
+        &push_with_ca("rtmps://ingest.example/app/yt-key-1234", "5"),
+        "cthulhu.toml:7:15: streams[0].push[0].tls_ca_file: invalid type: integer `5`, expected a string",
+    );
+    // Without tls_ca_file an rtmps:// destination trusts the system roots only.
+    let c = parse(&format!(
+        "{STREAM}[[streams.push]]\nname = \"dest\"\nurl = \"rtmps://h/app/k\"\n"
+    ))
+    .unwrap();
+    assert_eq!(c.streams[0].push[0].tls_ca_file, None);
+}
+
+#[test]
+fn relative_tls_ca_file_is_relative_to_the_config_file() {
+    let text = format!(
+        "{}[[streams.push]]\nname = \"abs\"\nurl = \"rtmps://h/app/b\"\ntls_ca_file = \"/abs/ca.pem\"\n",
+        push_with_ca("rtmps://h/app/a", "\"certs/ca.pem\"")
+    );
+    // Parsed from text (no file): kept as written.
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.streams[0].push[0].tls_ca_file.as_deref(),
+        Some(Path::new("certs/ca.pem"))
+    );
+    // Loaded from a file: relative to its directory; absolute paths stay.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cthulhu.toml");
+    std::fs::write(&path, &text).unwrap();
+    let c = Config::load(&path).unwrap();
+    let push = &c.streams[0].push;
+    assert_eq!(
+        push[0].tls_ca_file.as_deref(),
+        Some(dir.path().join("certs/ca.pem").as_path())
+    );
+    assert_eq!(
+        push[1].tls_ca_file.as_deref(),
+        Some(Path::new("/abs/ca.pem"))
     );
 }
 
