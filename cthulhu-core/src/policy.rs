@@ -114,6 +114,8 @@ pub enum Route {
         name: String,
         /// The URL, which holds the destination's key: never log it unredacted.
         url: Secret,
+        /// An extra trust anchor (PEM CA file) for TLS destinations, if any.
+        tls_ca_file: Option<std::path::PathBuf>,
     },
 }
 

@@ -1,15 +1,16 @@
 //! Composition: config → hub, router, RTMP listener and supervised pushes.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cthulhu_core::hub::{OverflowPolicy, SubscribeOptions};
+use cthulhu_core::hub::{HubEvent, OverflowPolicy, SubscribeOptions};
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
-use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter};
-use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, ServerConfig};
-use tokio::sync::watch;
-use tracing::info;
+use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
+use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
+use tokio::sync::{broadcast, watch};
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, OnOverflow, StreamConfig};
@@ -68,6 +69,7 @@ fn rule(s: &StreamConfig) -> StreamRule {
             .map(|p| Route::Push {
                 name: p.name.clone(),
                 url: Secret::new(p.url.as_str()),
+                tls_ca_file: p.tls_ca_file.clone(),
             })
             .collect(),
     }
@@ -134,51 +136,125 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = watch::channel(false);
     let server_task = tokio::spawn(server.run(stop_rx));
 
-    let mut pushes: Vec<SupervisorHandle> = Vec::new();
+    // Destinations come from the router: every configured stream's routes at start (so
+    // they are visible while idle), and the routes of every stream when it is
+    // published (so a routing policy can add destinations per publish).
+    let mut dests = Destinations {
+        hub: hub.clone(),
+        chunk_size: cfg.rtmp.chunk_size,
+        grace: cfg.hub.publisher_grace,
+        running: HashMap::new(),
+    };
+    let mut events = hub.events();
     for s in &cfg.streams {
-        for p in s.push.iter().filter(|p| p.enabled) {
-            let url = p.url.rtmp().clone();
-            let sub = hub.subscribe(
-                &s.path,
-                SubscribeOptions::labelled(format!("push:{}", p.name)),
-            );
-            let push_cfg = PushConfig {
-                client: cthulhu_rtmp::ClientConfig {
-                    chunk_size: cfg.rtmp.chunk_size,
-                    tls_ca_file: p.tls_ca_file.clone(),
-                    ..Default::default()
-                },
-                grace: cfg.hub.publisher_grace,
-                ..PushConfig::default()
-            };
-            let redacted = url.redacted();
-            let push = RtmpPush::new(p.name.clone(), url, sub, push_cfg);
-            match &p.tls_ca_file {
-                None => {
-                    info!(stream = %s.path, dest = %p.name, url = %redacted, "Destination configured")
-                }
-                Some(ca) => {
-                    info!(stream = %s.path, dest = %p.name, url = %redacted, tls_ca_file = %ca.display(), "Destination configured")
-                }
-            }
-            pushes.push(Supervisor::spawn(
-                format!("{}:{}", s.path, p.name),
-                redacted,
-                Box::new(push),
-                BackoffPolicy::default(),
-            ));
-        }
+        let info = StreamInfo {
+            path: s.path.clone(),
+            tracks: Vec::new(),
+            metadata: Vec::new(),
+            generation: 0,
+        };
+        let routes = router.route(&info).await;
+        dests.ensure(&s.path, routes);
     }
 
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            ev = events.recv() => match ev {
+                Ok(HubEvent::Published { path, .. }) => {
+                    if let Some(info) = hub.stream_info(&path) {
+                        let routes = router.route(&info).await;
+                        dests.ensure(&path, routes);
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "Missed hub events: re-routing every live stream");
+                    for snap in hub.snapshot().into_iter().filter(|s| s.live) {
+                        if let Some(info) = snap.info {
+                            let routes = router.route(&info).await;
+                            dests.ensure(&snap.path, routes);
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
     info!("Shutting down: unpublishing destinations");
-    let stops = pushes.into_iter().map(|h| h.stop());
+    let stops = dests.running.into_values().map(|h| h.stop());
     futures_join_all(stops).await;
     let _ = stop_tx.send(true);
     hub.shutdown();
     let _ = server_task.await;
     info!("Stopped");
     Ok(())
+}
+
+/// The running push destinations, one supervisor per (stream, destination name).
+struct Destinations {
+    hub: Hub,
+    chunk_size: u32,
+    grace: std::time::Duration,
+    running: HashMap<(StreamPath, String), SupervisorHandle>,
+}
+
+impl Destinations {
+    /// Starts the destinations in `routes` that are not running yet for `path`.
+    fn ensure(&mut self, path: &StreamPath, routes: Vec<Route>) {
+        for route in routes {
+            let Route::Push {
+                name,
+                url,
+                tls_ca_file,
+            } = route
+            else {
+                continue;
+            };
+            let id = (path.clone(), name.clone());
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let url = match RtmpUrl::parse(url.expose()) {
+                Ok(u) => u,
+                Err(e) => {
+                    warn!(stream = %path, dest = %name, error = %e, "Destination skipped");
+                    continue;
+                }
+            };
+            let sub = self
+                .hub
+                .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
+            let push_cfg = PushConfig {
+                client: cthulhu_rtmp::ClientConfig {
+                    chunk_size: self.chunk_size,
+                    tls_ca_file: tls_ca_file.clone(),
+                    ..Default::default()
+                },
+                grace: self.grace,
+                ..PushConfig::default()
+            };
+            let redacted = url.redacted();
+            match &tls_ca_file {
+                None => {
+                    info!(stream = %path, dest = %name, url = %redacted, "Destination configured")
+                }
+                Some(ca) => {
+                    info!(stream = %path, dest = %name, url = %redacted, tls_ca_file = %ca.display(), "Destination configured")
+                }
+            }
+            let push = RtmpPush::new(name.clone(), url, sub, push_cfg);
+            let handle = Supervisor::spawn(
+                format!("{path}:{name}"),
+                redacted,
+                Box::new(push),
+                BackoffPolicy::default(),
+            );
+            self.running.insert(id, handle);
+        }
+    }
 }
 
 async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(

@@ -440,6 +440,13 @@ impl Hub {
             .is_some_and(|s| lock(&s.state).publisher.is_some())
     }
 
+    /// The current info of the stream on `path`, if a publisher is or was live there
+    /// and the stream is still in use.
+    pub fn stream_info(&self, path: &StreamPath) -> Option<Arc<StreamInfo>> {
+        let streams = lock(&self.inner.streams);
+        streams.get(path).and_then(|s| lock(&s.state).info.clone())
+    }
+
     /// Snapshots of every stream that has a publisher or subscribers.
     pub fn snapshot(&self) -> Vec<StreamSnapshot> {
         let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();

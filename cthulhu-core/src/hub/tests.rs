@@ -374,3 +374,18 @@ async fn continuity_ends_after_grace() {
     };
     assert_eq!(f.dts, Timestamp::from_millis(7 * 33));
 }
+
+#[test]
+fn stream_info_follows_publishes() {
+    let hub = Hub::new(HubConfig::default());
+    assert!(hub.stream_info(&path()).is_none());
+    let _sub = hub.subscribe(&path(), SubscribeOptions::labelled("keep"));
+    let p = hub.publish(&path()).unwrap();
+    p.send(config(CodecId::H264, TrackId::VIDEO));
+    let info = hub.stream_info(&path()).unwrap();
+    assert_eq!((info.generation, info.tracks.len()), (1, 1));
+    drop(p);
+    let p = hub.publish(&path()).unwrap();
+    assert_eq!(hub.stream_info(&path()).unwrap().generation, 2);
+    drop(p);
+}

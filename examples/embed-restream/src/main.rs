@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         routes: vec![Route::Push {
             name: "dest".into(),
             url: Secret::new(dest),
+            tls_ca_file: None,
         }],
     };
     let router: Arc<dyn Router> = Arc::new(StaticRouter::new(vec![rule]));
