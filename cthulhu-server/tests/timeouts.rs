@@ -145,3 +145,75 @@ async fn late_player_starts_on_a_keyframe() -> Result<()> {
     publisher.wait_success(Duration::from_secs(30)).await?;
     Ok(())
 }
+
+/// A publisher remuxing MPEG-TS to FLV (ffmpeg sends an empty AAC sequence header
+/// before the real one) plays back with its audio, also to a player that was waiting
+/// before it started. (Skipping the empty header is unit-tested in `format::flv`; end
+/// to end it is harmless because the real header follows at once.)
+#[tokio::test]
+async fn ts_remuxing_publisher_plays_with_audio() -> Result<()> {
+    let srv = Cthulhu::start(&config("")).await?;
+    let ts = srv.dir.path().join("src.ts");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "8",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-g", "30", "-c:a", "aac", "-f", "mpegts", "-y"])
+        .arg(&ts)
+        .status()
+        .await?;
+    assert!(made.success());
+    // The player is there first, so it receives every header the publisher sends.
+    let url = srv.url("t");
+    let player = tokio::spawn(async move { decode_check(&url, Duration::from_secs(4)).await });
+    srv.wait_for_log("Player started stream=live/t", Duration::from_secs(10))
+        .await?;
+    let mut publisher = Ffmpeg::spawn([
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostdin",
+        "-re",
+        "-i",
+        ts.to_str().unwrap_or_default(),
+        "-c",
+        "copy",
+        "-f",
+        "flv",
+        &srv.url(KEY),
+    ])
+    .await?;
+    let report = player.await??;
+    report.ensure_clean()?;
+    assert_eq!(
+        report.sample_rate,
+        Some(48_000),
+        "player got the real AAC config"
+    );
+    assert!(
+        report.audio_seconds > 3.0,
+        "{} s of audio",
+        report.audio_seconds
+    );
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    Ok(())
+}
