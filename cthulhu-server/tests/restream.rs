@@ -406,8 +406,17 @@ async fn sigterm_unpublishes_destinations() -> Result<()> {
     assert!(status.success());
     let exit = srv.proc.wait_timeout(Duration::from_secs(10)).await?;
     assert!(exit.success(), "server exit: {exit:?}\n{}", srv.log());
-    dest.wait_for_log("deleteStream", Duration::from_secs(5))
+    dest.wait_for_log("disconnect", Duration::from_secs(5))
         .await?;
+    // nginx-rtmp logs deleteStream for our command before the disconnect; a connection
+    // that is merely dropped logs disconnect first (and then an implicit deleteStream).
+    let log = dest.log_since_start();
+    let unpublish = log.find("deleteStream");
+    let disconnect = log.find("disconnect");
+    assert!(
+        matches!((unpublish, disconnect), (Some(u), Some(d)) if u < d),
+        "destination was not unpublished before the disconnect:\n{log}"
+    );
     let _ = publisher.kill().await;
     Ok(())
 }
