@@ -66,11 +66,32 @@ async fn check_accepts_good_and_locates_bad_configs() -> Result<()> {
 
 #[tokio::test]
 async fn probe_reports_success_refusal_and_failure() -> Result<()> {
-    let nginx = Nginx::start_rtmp(free_port()).await?;
+    let nginx = Nginx::start_rtmp_debug(free_port()).await?;
     let (ok, text) = run(&["probe", &nginx.url("probe-test")]).await?;
     assert!(ok, "{text}");
     assert!(text.contains("OK: publish accepted"), "{text}");
     assert!(!text.contains("probe-test"), "key printed: {text}");
+    // The command sequence ingest platforms expect, as nginx-rtmp received it (nginx
+    // may log the last ones a moment after the probe exits).
+    for _ in 0..50 {
+        if nginx.amf_commands().iter().any(|c| c == "deletestream") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        nginx.amf_commands(),
+        [
+            "connect",
+            "releasestream",
+            "fcpublish",
+            "createstream",
+            "publish",
+            "fcunpublish",
+            "deletestream"
+        ],
+        "commands nginx received"
+    );
 
     // Our own server refuses a wrong key: the exact refusal is reported.
     let srv = Cthulhu::start("[[streams]]\npath = \"live/studio\"\nkey = \"right-key\"\n").await?;

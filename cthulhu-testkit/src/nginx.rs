@@ -200,7 +200,31 @@ impl Nginx {
     /// Fails fast (with the error log) if nginx logs an `[emerg]`, e.g. when
     /// the port is taken.
     pub async fn start_rtmp(port: u16) -> Result<Nginx> {
-        Self::start(port, None).await
+        Self::start(port, None, false).await
+    }
+
+    /// Like [`Nginx::start_rtmp`], with nginx's debug log also written to
+    /// `<dir>/debug.log` (Debian's nginx is built `--with-debug`), for
+    /// [`Nginx::amf_commands`]. The debug log grows with every chunk: use it
+    /// for command-level tests, not for long media runs.
+    pub async fn start_rtmp_debug(port: u16) -> Result<Nginx> {
+        Self::start(port, None, true).await
+    }
+
+    /// The RTMP commands nginx received, in order, as its debug log names them
+    /// (lowercase: `connect`, `releasestream`, `fcpublish`, ...). Needs
+    /// [`Nginx::start_rtmp_debug`].
+    pub fn amf_commands(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("debug.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let rest = line
+                    .split_once("AMF cmd '")
+                    .or_else(|| line.split_once("AMF func '"))?
+                    .1;
+                rest.split_once('\'').map(|(name, _)| name.to_owned())
+            })
+            .collect()
     }
 
     /// Like [`Nginx::start_rtmp`], plus TLS termination on 127.0.0.1:`tls_port`
@@ -221,10 +245,10 @@ impl Nginx {
             cert_pem,
             key_pem,
         };
-        Self::start(rtmp_port, Some(tls)).await
+        Self::start(rtmp_port, Some(tls), false).await
     }
 
-    async fn start(port: u16, tls: Option<TlsFront<'_>>) -> Result<Nginx> {
+    async fn start(port: u16, tls: Option<TlsFront<'_>>, debug_log: bool) -> Result<Nginx> {
         let nginx_bin = require_tool("nginx")?;
         let mut modules = vec![rtmp_module_path()?];
         if tls.is_some() {
@@ -241,7 +265,13 @@ impl Nginx {
             std::fs::write(tls_dir.join("server.key"), tls.key_pem)
                 .context("writing server.key")?;
         }
-        let config = nginx_config(dir.path(), port, tls.as_ref().map(|t| t.port), &modules);
+        let config = nginx_config(
+            dir.path(),
+            port,
+            tls.as_ref().map(|t| t.port),
+            &modules,
+            debug_log,
+        );
         std::fs::write(dir.path().join("nginx.conf"), config).context("writing nginx.conf")?;
         let mut nginx = Nginx {
             port,
@@ -447,8 +477,19 @@ struct TlsFront<'a> {
 /// The nginx.conf used by [`Nginx::start_rtmp`] and [`Nginx::start_rtmps`]
 /// (with `tls_port`: a `stream` server terminating TLS in front of RTMP, with
 /// the certificate and key in `<dir>/tls/`).
-fn nginx_config(dir: &Path, port: u16, tls_port: Option<u16>, modules: &[PathBuf]) -> String {
+fn nginx_config(
+    dir: &Path,
+    port: u16,
+    tls_port: Option<u16>,
+    modules: &[PathBuf],
+    debug_log: bool,
+) -> String {
     let d = dir.display();
+    let debug = if debug_log {
+        format!("error_log \"{d}/debug.log\" debug;\n")
+    } else {
+        String::new()
+    };
     let load_modules: String = modules
         .iter()
         .map(|m| format!("load_module \"{}\";\n", m.display()))
@@ -476,7 +517,7 @@ stream {{
 master_process off;
 pid "{d}/nginx.pid";
 error_log "{d}/error.log" info;
-
+{debug}
 events {{
     worker_connections 1024;
 }}
