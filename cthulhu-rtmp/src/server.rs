@@ -184,6 +184,8 @@ struct Connection {
     playing: Option<Playing>,
     /// Set when the connection must close once pending output is written.
     closing: Option<RtmpError>,
+    /// Bytes received on this connection, handshake included (acknowledgements).
+    bytes_in: u64,
 }
 
 impl Connection {
@@ -208,6 +210,7 @@ impl Connection {
             publishing: None,
             playing: None,
             closing: None,
+            bytes_in: HANDSHAKE_BYTES,
         };
         conn.queue_results(initial);
         let (mut rd, mut wr) = sock.into_split();
@@ -318,7 +321,9 @@ impl Connection {
     }
 
     async fn handle_input(&mut self, data: &[u8]) -> Result<(), RtmpError> {
-        let results = guarded("rtmp input", || self.session.handle_input(data))?;
+        self.bytes_in += data.len() as u64;
+        let mut results = guarded("rtmp input", || self.session.handle_input(data))?;
+        make_ack_cumulative(&mut results, self.bytes_in);
         let events = self.queue_results(results);
         for ev in events {
             self.handle_event(ev).await?;
@@ -585,6 +590,50 @@ fn write_event(
     }
 }
 
+/// Bytes a client sends in the handshake (C0, C1, C2).
+const HANDSHAKE_BYTES: u64 = 1 + 1536 + 1536;
+
+/// Makes rml_rtmp's acknowledgement carry the cumulative byte count.
+///
+/// rml_rtmp's `ServerSession` acknowledges with the bytes received since its last
+/// acknowledgement, where the specification (and clients that flow-control on
+/// acknowledgements) expect the total received so far: such a client would stall
+/// after two windows. The session emits the acknowledgement as the first result of
+/// `handle_input`, a single chunk on chunk stream 2 whose last 4 bytes are the
+/// sequence number; nothing else it emits there has that size (a ping response
+/// carries 6 bytes). The sequence number is replaced with `total` (wrapping at 32 bits).
+fn make_ack_cumulative(results: &mut [ServerSessionResult], total: u64) {
+    let Some(ServerSessionResult::OutboundResponse(packet)) = results.first_mut() else {
+        return;
+    };
+    let bytes = &mut packet.bytes;
+    let Some(&first) = bytes.first() else { return };
+    if first & 0x3F != 2 {
+        return;
+    }
+    // Header sizes by chunk format (type 0..3), without and with an extended timestamp.
+    let header = match first >> 6 {
+        0 => 12,
+        1 => 8,
+        2 => 4,
+        _ => 1,
+    };
+    let is_ack_shape = match first >> 6 {
+        // Formats 0 and 1 carry the type id: 3 is Acknowledgement.
+        0 | 1 => {
+            bytes.get(7) == Some(&3) && (bytes.len() == header + 4 || bytes.len() == header + 8)
+        }
+        _ => bytes.len() == header + 4 || bytes.len() == header + 8,
+    };
+    if !is_ack_shape {
+        return;
+    }
+    let n = bytes.len();
+    if let Some(seq) = bytes.get_mut(n - 4..) {
+        seq.copy_from_slice(&(total as u32).to_be_bytes());
+    }
+}
+
 /// Runs the server side of the handshake; returns bytes received after it.
 async fn handshake(sock: &mut TcpStream) -> Result<Vec<u8>, RtmpError> {
     let mut hs = Handshake::new(PeerType::Server);
@@ -615,6 +664,67 @@ async fn handshake(sock: &mut TcpStream) -> Result<Vec<u8>, RtmpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ack_packet(total_len: usize, first: u8, type_at_7: u8) -> ServerSessionResult {
+        let mut bytes = vec![0u8; total_len];
+        bytes[0] = first;
+        if total_len > 7 {
+            bytes[7] = type_at_7;
+        }
+        let n = bytes.len();
+        bytes[n - 4..].copy_from_slice(&2_500_000u32.to_be_bytes());
+        ServerSessionResult::OutboundResponse(rml_rtmp::chunk_io::Packet {
+            bytes,
+            can_be_dropped: false,
+        })
+    }
+
+    fn seq(r: &ServerSessionResult) -> u32 {
+        match r {
+            ServerSessionResult::OutboundResponse(p) => {
+                u32::from_be_bytes(p.bytes[p.bytes.len() - 4..].try_into().unwrap())
+            }
+            _ => panic!("not a packet"),
+        }
+    }
+
+    #[test]
+    fn acknowledgements_become_cumulative() {
+        // fmt 0, 1, 2, 3 on csid 2, with and without an extended timestamp.
+        for (len, first) in [
+            (16, 0x02),
+            (20, 0x02),
+            (12, 0x42),
+            (16, 0x42),
+            (8, 0x82),
+            (12, 0x82),
+            (5, 0xC2),
+            (9, 0xC2),
+        ] {
+            let mut r = vec![ack_packet(len, first, 3)];
+            make_ack_cumulative(&mut r, 7_500_000);
+            assert_eq!(seq(&r[0]), 7_500_000, "len {len} first {first:#x}");
+        }
+        // Wraps at 32 bits like the protocol's counter.
+        let mut r = vec![ack_packet(16, 0x02, 3)];
+        make_ack_cumulative(&mut r, (1 << 32) + 5);
+        assert_eq!(seq(&r[0]), 5);
+    }
+
+    #[test]
+    fn other_packets_are_left_alone() {
+        for (len, first, ty) in [
+            (16, 0x03, 3),  // another chunk stream
+            (18, 0x02, 4),  // ping response (6-byte user control), fmt 0
+            (16, 0x02, 20), // fmt 0 but not type 3
+            (10, 0x82, 0),  // ping response, fmt 2
+            (7, 0xC2, 0),   // ping response, fmt 3
+        ] {
+            let mut r = vec![ack_packet(len, first, ty)];
+            make_ack_cumulative(&mut r, 7_500_000);
+            assert_eq!(seq(&r[0]), 2_500_000, "len {len} first {first:#x}");
+        }
+    }
 
     #[test]
     fn names_and_keys() {

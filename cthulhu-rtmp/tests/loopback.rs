@@ -242,3 +242,83 @@ async fn parser_panic_closes_only_that_connection() {
         .unwrap();
     again.close().await.unwrap();
 }
+
+/// Acknowledgements carry the total bytes received (rml_rtmp alone would send the
+/// bytes since the previous acknowledgement), so clients that flow-control on them
+/// keep sending.
+#[tokio::test]
+async fn acknowledgements_are_cumulative() {
+    use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use rml_rtmp::messages::RtmpMessage;
+    use rml_rtmp::time::RtmpTimestamp;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let hub = Hub::new(HubConfig::default());
+    let (port, _stop) = server(&hub).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut leftover = loop {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "server closed during handshake");
+        match hs.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).await.unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).await.unwrap();
+                break remaining_bytes;
+            }
+        }
+    };
+    let mut ser = ChunkSerializer::new();
+    let mut send = |msg: RtmpMessage| {
+        let payload = msg.into_message_payload(RtmpTimestamp::new(0), 0).unwrap();
+        ser.serialize(&payload, false, false).unwrap().bytes
+    };
+    let mut out = send(RtmpMessage::WindowAcknowledgement { size: 4096 });
+    // Data messages the server ignores, 40 KB in all.
+    for _ in 0..20 {
+        out.extend(send(RtmpMessage::Amf0Data {
+            values: vec![rml_amf0::Amf0Value::Utf8String("x".repeat(2000))],
+        }));
+    }
+    for piece in out.chunks(1000) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut de = ChunkDeserializer::new();
+    let mut acks = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline && acks.len() < 5 {
+        let input = std::mem::take(&mut leftover);
+        let mut input: &[u8] = &input;
+        while let Some(m) = de.get_next_message(input).unwrap() {
+            input = &[];
+            match m.to_rtmp_message().unwrap() {
+                RtmpMessage::Acknowledgement { sequence_number } => acks.push(sequence_number),
+                RtmpMessage::SetChunkSize { size } => de.set_max_chunk_size(size as usize).unwrap(),
+                _ => {}
+            }
+        }
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+        {
+            leftover = buf[..n].to_vec();
+        }
+    }
+    assert!(acks.len() >= 5, "acknowledgements: {acks:?}");
+    assert!(
+        acks.windows(2).all(|w| w[1] > w[0]),
+        "not cumulative: {acks:?}"
+    );
+    assert!(*acks.last().unwrap() > 5 * 4096, "{acks:?}");
+}
