@@ -123,6 +123,8 @@ pub(crate) struct HubConfig {
     pub(crate) subscriber_queue_bytes: usize,
     /// What happens to a subscriber whose queue is full.
     pub(crate) on_overflow: OnOverflow,
+    /// What happens when a second publisher arrives on a live stream.
+    pub(crate) on_second_publisher: OnSecondPublisher,
     /// Destinations stay connected this long after the publisher drops
     /// (`publisher_grace_secs`, 0 to 86400). Default 10 s.
     pub(crate) publisher_grace: Duration,
@@ -138,6 +140,18 @@ pub(crate) enum OnOverflow {
     SkipToKeyframe,
     /// `"disconnect"`: close the subscriber. Suits recorders that must not have holes.
     Disconnect,
+}
+
+/// What happens when a second publisher arrives on a live stream (`on_second_publisher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum OnSecondPublisher {
+    /// `"reject"`: the newcomer is refused; the live publisher keeps the stream.
+    #[default]
+    Reject,
+    /// `"replace"`: the live publisher is disconnected and the newcomer takes over
+    /// (a backup encoder taking over from a hung one); destinations stay connected.
+    Replace,
 }
 
 /// `[[streams]]`: a stream that may be published.
@@ -196,6 +210,7 @@ impl Default for HubConfig {
             subscriber_queue_frames: 1024,
             subscriber_queue_bytes: 32 << 20,
             on_overflow: OnOverflow::SkipToKeyframe,
+            on_second_publisher: OnSecondPublisher::Reject,
             publisher_grace: Duration::from_secs(10),
         }
     }
@@ -313,6 +328,7 @@ struct RawHub {
     subscriber_queue_frames: Option<Spanned<i64>>,
     subscriber_queue_bytes: Option<Spanned<i64>>,
     on_overflow: Option<OnOverflow>,
+    on_second_publisher: Option<OnSecondPublisher>,
     publisher_grace_secs: Option<Spanned<i64>>,
 }
 
@@ -523,6 +539,7 @@ impl Checker<'_> {
                 )?
                 .unwrap_or(d.subscriber_queue_bytes),
             on_overflow: raw.on_overflow.unwrap_or(d.on_overflow),
+            on_second_publisher: raw.on_second_publisher.unwrap_or(d.on_second_publisher),
             publisher_grace: self.secs(
                 raw.publisher_grace_secs.as_ref(),
                 "hub.publisher_grace_secs",

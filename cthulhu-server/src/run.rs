@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cthulhu_core::hub::{HubEvent, OverflowPolicy, SubscribeOptions};
+use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, SubscribeOptions};
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, OnOverflow, StreamConfig};
+use crate::config::{Config, OnOverflow, OnSecondPublisher, StreamConfig};
 use crate::store::Store;
 
 /// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then `info`.
@@ -53,7 +53,10 @@ fn hub_config(cfg: &Config) -> HubConfig {
             OnOverflow::SkipToKeyframe => OverflowPolicy::SkipToKeyframe,
             OnOverflow::Disconnect => OverflowPolicy::Disconnect,
         },
-        ..HubConfig::default()
+        conflict: match cfg.hub.on_second_publisher {
+            OnSecondPublisher::Reject => PublishConflict::Reject,
+            OnSecondPublisher::Replace => PublishConflict::Replace,
+        },
     }
 }
 

@@ -521,3 +521,47 @@ async fn rtmps_push_without_the_private_ca_fails_on_the_certificate() -> Result<
     assert!(!dest.recording_path("insecure").exists());
     Ok(())
 }
+
+/// `on_second_publisher = "replace"`: a backup encoder takes over the live stream, the
+/// first one is disconnected, and the destination stays connected throughout.
+#[tokio::test]
+async fn second_publisher_replaces_when_configured() -> Result<()> {
+    let dest = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&format!(
+        "[hub]\non_second_publisher = \"replace\"\n{}",
+        stream_with_pushes(&[("dest", dest.url("r"))])
+    ))
+    .await?;
+    let mut first =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(30.0)).await?;
+    srv.wait_for_log("Live dest=live/studio:dest", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut backup =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(5.0)).await?;
+    let status = first.wait(Duration::from_secs(10)).await?;
+    assert!(!status.success(), "the replaced publisher is disconnected");
+    srv.wait_for_log("publisher replaced", Duration::from_secs(5))
+        .await?;
+    backup.wait_success(Duration::from_secs(20)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    assert_eq!(srv.count("Published stream=live/studio"), 2);
+    assert_eq!(
+        srv.count("Live dest=live/studio:dest"),
+        1,
+        "destination reconnected:\n{}",
+        srv.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rec = dest.recording_path("r");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    let (gap, span) = video_gaps(&rec).await?;
+    assert!(
+        span > 7.0,
+        "one recording across both encoders, got {span} s"
+    );
+    assert!(gap < 1.5, "takeover left {gap} s without video");
+    Ok(())
+}

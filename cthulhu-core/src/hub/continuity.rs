@@ -126,7 +126,9 @@ impl Continuity {
                 if !self.in_session {
                     return None;
                 }
-                if reason == EndReason::PublisherGone && !self.grace.is_zero() {
+                if matches!(reason, EndReason::PublisherGone | EndReason::Replaced)
+                    && !self.grace.is_zero()
+                {
                     if self.ended_at.is_none() {
                         self.ended_at = Some(Instant::now());
                     }

@@ -389,3 +389,37 @@ fn stream_info_follows_publishes() {
     assert_eq!(hub.stream_info(&path()).unwrap().generation, 2);
     drop(p);
 }
+
+#[tokio::test(start_paused = true)]
+async fn continuity_rides_through_a_replaced_publisher() {
+    let hub = Hub::new(HubConfig {
+        conflict: PublishConflict::Replace,
+        ..HubConfig::default()
+    });
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
+    let mut cont = Continuity::new(Duration::from_secs(10));
+    let first = hub.publish(&path()).unwrap();
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Started(_))
+    ));
+    first.send(video(0, true));
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Frame(_))
+    ));
+    let second = hub.publish(&path()).unwrap();
+    second.send(video(0, true));
+    assert!(matches!(
+        cont.next(&mut sub).await,
+        Some(ContinuityEvent::Resumed(_))
+    ));
+    let Some(ContinuityEvent::Frame(f)) = cont.next(&mut sub).await else {
+        panic!("expected a frame")
+    };
+    assert!(
+        f.dts > Timestamp(0),
+        "the new publisher continues the timeline"
+    );
+    drop(first);
+}

@@ -593,3 +593,14 @@ fn error_fields() {
     assert_eq!((origin.as_str(), line, column), ("cthulhu.toml", 2, 16));
     assert_eq!(key.as_deref(), Some("rtmp.chunk_size"));
 }
+
+#[test]
+fn second_publisher_policy() {
+    assert_eq!(parse("").unwrap().hub.on_second_publisher, OnSecondPublisher::Reject);
+    let c = parse("[hub]\non_second_publisher = \"replace\"\n").unwrap();
+    assert_eq!(c.hub.on_second_publisher, OnSecondPublisher::Replace);
+    assert_error(
+        "[hub]\non_second_publisher = \"both\"\n",
+        "cthulhu.toml:2:23: hub.on_second_publisher: unknown variant `both`, expected `reject` or `replace`",
+    );
+}
