@@ -596,7 +596,10 @@ fn error_fields() {
 
 #[test]
 fn second_publisher_policy() {
-    assert_eq!(parse("").unwrap().hub.on_second_publisher, OnSecondPublisher::Reject);
+    assert_eq!(
+        parse("").unwrap().hub.on_second_publisher,
+        OnSecondPublisher::Reject
+    );
     let c = parse("[hub]\non_second_publisher = \"replace\"\n").unwrap();
     assert_eq!(c.hub.on_second_publisher, OnSecondPublisher::Replace);
     assert_error(
