@@ -242,21 +242,7 @@ async fn stall_scenario(
     src: &std::path::Path,
 ) -> Result<(i64, cthulhu_testkit::DecodeReport, Duration)> {
     let srv = Cthulhu::start(&format!("[hub]\n{hub}\n{}", stream_with_pushes(&[]))).await?;
-    let mut publisher = Ffmpeg::spawn([
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-nostdin",
-        "-re",
-        "-i",
-        src.to_str().unwrap_or_default(),
-        "-c",
-        "copy",
-        "-f",
-        "flv",
-        &srv.url(KEY),
-    ])
-    .await?;
+    let mut publisher = Ffmpeg::publish_file(src, &srv.url(KEY)).await?;
     srv.wait_for_log("Published stream=live/studio", Duration::from_secs(10))
         .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -283,37 +269,16 @@ async fn stall_scenario(
 async fn stalled_player_does_not_slow_others() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let src = dir.path().join("8mbit.flv");
-    let made = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "24",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "4M", "-g", "30", "-c:a",
-            "aac", "-y",
-        ])
-        .arg(&src)
-        .status()
-        .await?;
-    anyhow::ensure!(made.success(), "could not make the source file");
+    let opts = PublishOptions {
+        width: 1280,
+        height: 720,
+        video_bitrate_kbps: 8000,
+        extra_output_args: ["-minrate", "8M", "-maxrate", "8M", "-bufsize", "4M"]
+            .map(String::from)
+            .to_vec(),
+        ..PublishOptions::seconds(24.0)
+    };
+    Ffmpeg::write_test_file(&src, &opts).await?;
     let bounded = "subscriber_queue_bytes = 1048576";
     let unbounded = "subscriber_queue_bytes = 1073741824\nsubscriber_queue_frames = 1000000";
     let (b, u) = tokio::join!(

@@ -154,54 +154,17 @@ async fn late_player_starts_on_a_keyframe() -> Result<()> {
 async fn ts_remuxing_publisher_plays_with_audio() -> Result<()> {
     let srv = Cthulhu::start(&config("")).await?;
     let ts = srv.dir.path().join("src.ts");
-    let made = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-nostdin",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=30",
-        ])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=sample_rate=48000",
-            "-t",
-            "8",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args(["-g", "30", "-c:a", "aac", "-f", "mpegts", "-y"])
-        .arg(&ts)
-        .status()
-        .await?;
-    assert!(made.success());
+    let opts = PublishOptions {
+        format: "mpegts".into(),
+        ..PublishOptions::seconds(8.0)
+    };
+    Ffmpeg::write_test_file(&ts, &opts).await?;
     // The player is there first, so it receives every header the publisher sends.
     let url = srv.url("t");
     let player = tokio::spawn(async move { decode_check(&url, Duration::from_secs(4)).await });
     srv.wait_for_log("Player started stream=live/t", Duration::from_secs(10))
         .await?;
-    let mut publisher = Ffmpeg::spawn([
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-nostdin",
-        "-re",
-        "-i",
-        ts.to_str().unwrap_or_default(),
-        "-c",
-        "copy",
-        "-f",
-        "flv",
-        &srv.url(KEY),
-    ])
-    .await?;
+    let mut publisher = Ffmpeg::publish_file(&ts, &srv.url(KEY)).await?;
     let report = player.await??;
     report.ensure_clean()?;
     assert_eq!(

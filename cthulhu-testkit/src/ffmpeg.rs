@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -160,6 +161,44 @@ impl Ffmpeg {
     /// how it ended.
     pub async fn publish_test_pattern(url: &str, opts: &PublishOptions) -> Result<Ffmpeg> {
         Self::spawn_raw(opts.ffmpeg_args(url))
+    }
+
+    /// Publishes a media file to `url` in real time without re-encoding
+    /// (`-re -i FILE -c copy -f flv URL`): a publisher that costs no encoder CPU.
+    pub async fn publish_file(file: &Path, url: &str) -> Result<Ffmpeg> {
+        let file = file.to_str().context("file path is not UTF-8")?;
+        Self::spawn_raw(
+            [
+                "-hide_banner",
+                "-loglevel",
+                "warning",
+                "-nostdin",
+                "-re",
+                "-i",
+                file,
+                "-c",
+                "copy",
+                "-flvflags",
+                "no_duration_filesize",
+                "-f",
+                "flv",
+                url,
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+    }
+
+    /// Writes the test pattern of `opts` to `file` as fast as ffmpeg can (not in
+    /// real time), in `opts.format`, and waits for it to finish (at most 2 min).
+    pub async fn write_test_file(file: &Path, opts: &PublishOptions) -> Result<()> {
+        let file = file.to_str().context("file path is not UTF-8")?;
+        let opts = PublishOptions {
+            realtime: false,
+            ..opts.clone()
+        };
+        let mut ff = Self::spawn_raw(opts.ffmpeg_args(file))?;
+        ff.wait_success(Duration::from_secs(120)).await
     }
 
     /// Starts ffmpeg with arbitrary arguments; `-hide_banner -nostdin` are
