@@ -1,7 +1,7 @@
 //! # cthulhu-core
 //!
 //! The protocol-independent heart of Cthulhu: the media model ([`model`]), codec
-//! configuration parsing ([`codec`]), container formats ([`format`]), the stream
+//! configuration parsing ([`codec`]), container formats ([`format`](mod@format)), the stream
 //! [`hub`] with its GOP cache and bounded per-subscriber queues, the destination
 //! [`supervisor`] and the [`policy`] seams (authorization and routing).
 //!

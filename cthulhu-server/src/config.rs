@@ -55,7 +55,7 @@ pub(crate) enum ConfigError {
     /// The text is invalid: TOML syntax, an unknown key, a wrong type or a failed check.
     #[error("{origin}:{line}:{column}: {}{message}", key_prefix(.key.as_deref()))]
     Invalid {
-        /// The file name, as given to [`Config::load`] or [`Config::parse`].
+        /// The file name, as given to [`Config::load`] or `Config::parse`.
         origin: String,
         /// 1-based line of the offending key or value (1 if the parser gave no position).
         line: usize,
@@ -273,7 +273,7 @@ impl Config {
         Self::parse_in(text, origin, None, env)
     }
 
-    /// Like [`Self::parse_with_env`], resolving relative paths against `base_dir` if
+    /// Like `Self::parse_with_env`, resolving relative paths against `base_dir` if
     /// given.
     pub(crate) fn parse_in(
         text: &str,

@@ -1,4 +1,4 @@
-//! Run with: cargo run -p example-embed-restream -- <listen addr> <stream key> <destination url>
+//! Run with: `cargo run -p example-embed-restream -- LISTEN_ADDR STREAM_KEY DESTINATION_URL`
 //!
 //! Embeds Cthulhu in a Rust service: an RTMP listener accepts one stream, `live/main`,
 //! published with `<stream key>`, and a supervised push relays it to `<destination url>`
