@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::handshake::PeerType;
 use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
 use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::chunk::write_segments;
-use crate::error::RtmpError;
+use crate::error::{RtmpError, guarded};
 use crate::url::RtmpUrl;
 
 /// A byte stream: TCP or TLS over TCP.
@@ -144,11 +144,7 @@ impl ClientProto {
         let mut out = Vec::new();
         let mut input = data;
         loop {
-            let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.de.get_next_message(input)
-            }))
-            .map_err(|_| RtmpError::Protocol("malformed chunk from server".into()))?
-            .map_err(|e| RtmpError::Protocol(e.to_string()))?;
+            let next = guarded("chunk from server", || self.de.get_next_message(input))?;
             input = &[];
             let Some(payload) = next else { break };
             // A chunk size change applies to the very next chunk, so it is handled
@@ -219,38 +215,6 @@ async fn open(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Box<dyn IoStream>, Rt
     }
 }
 
-async fn client_handshake(s: &mut Box<dyn IoStream>) -> Result<Vec<u8>, RtmpError> {
-    let mut hs = Handshake::new(PeerType::Client);
-    let p0p1 = hs
-        .generate_outbound_p0_and_p1()
-        .map_err(|e| RtmpError::Handshake(e.to_string()))?;
-    s.write_all(&p0p1).await?;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).await?;
-        if n == 0 {
-            return Err(RtmpError::Closed);
-        }
-        let input = buf.get(..n).unwrap_or_default();
-        let res =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hs.process_bytes(input)))
-                .map_err(|_| RtmpError::Handshake("malformed handshake from server".into()))?
-                .map_err(|e| RtmpError::Handshake(e.to_string()))?;
-        match res {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes).await?
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                s.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
-    }
-}
-
 fn status_of(args: &[Amf0Value]) -> (String, String, String) {
     for a in args {
         if let Amf0Value::Object(props) = a {
@@ -276,9 +240,12 @@ impl PublishingClient {
             tcp_ms: t0.elapsed().as_millis() as u64,
             ..ConnectInfo::default()
         };
-        let leftover = tokio::time::timeout(cfg.response_timeout, client_handshake(&mut s))
-            .await
-            .map_err(|_| RtmpError::HandshakeTimeout)??;
+        let leftover = tokio::time::timeout(
+            cfg.response_timeout,
+            crate::handshake::run(&mut s, PeerType::Client),
+        )
+        .await
+        .map_err(|_| RtmpError::HandshakeTimeout)??;
         info.handshake_ms = t0.elapsed().as_millis() as u64;
         let (rd, wr) = tokio::io::split(s);
         let mut proto = ClientProto {

@@ -45,3 +45,19 @@ pub enum RtmpError {
     #[error("media: {0}")]
     Media(String),
 }
+
+/// Runs an rml_rtmp call on untrusted input, turning both its errors and its panics
+/// into [`RtmpError::Protocol`]: rml_rtmp indexes some input unchecked, and such input
+/// must close one connection, not take down a task that serves others.
+pub(crate) fn guarded<T, E: std::fmt::Display>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, RtmpError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RtmpError::Protocol(format!("{what}: {e}"))),
+        Err(_) => Err(RtmpError::Protocol(format!(
+            "{what}: malformed input made the RTMP parser fail"
+        ))),
+    }
+}

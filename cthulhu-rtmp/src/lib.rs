@@ -9,6 +9,7 @@ pub mod chunk;
 pub mod client;
 pub mod error;
 pub mod from_core;
+mod handshake;
 pub mod push;
 pub mod server;
 pub mod tls;

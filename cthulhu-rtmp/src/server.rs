@@ -9,7 +9,6 @@
 //! that makes the parser panic closes that one connection with a logged reason.
 
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -20,7 +19,7 @@ use cthulhu_core::{
     AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
     StreamPath, Subscriber,
 };
-use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::handshake::PeerType;
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
@@ -30,7 +29,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::chunk::{TYPE_AGGREGATE, write_segments};
-use crate::error::RtmpError;
+use crate::error::{RtmpError, guarded};
 use crate::from_core::FromCore;
 use crate::to_core::{self, ToCore};
 
@@ -135,20 +134,6 @@ impl RtmpServer {
     }
 }
 
-/// Runs an rml_rtmp call on untrusted input, turning a panic into an error.
-fn guarded<T, E: std::fmt::Display>(
-    what: &str,
-    f: impl FnOnce() -> Result<T, E>,
-) -> Result<T, RtmpError> {
-    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RtmpError::Protocol(format!("{what}: {e}"))),
-        Err(_) => Err(RtmpError::Protocol(format!(
-            "{what}: malformed input made the RTMP parser fail"
-        ))),
-    }
-}
-
 /// Splits an RTMP play/publish name into the name and its query (`NAME?key=KEY&x=y`).
 pub(crate) fn split_name(raw: &str) -> (String, Option<Secret>, Vec<(String, String)>) {
     let (name, query) = raw.split_once('?').unwrap_or((raw, ""));
@@ -196,9 +181,12 @@ impl Connection {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), RtmpError> {
         let _ = sock.set_nodelay(true);
-        let leftover = tokio::time::timeout(ctx.config.handshake_timeout, handshake(&mut sock))
-            .await
-            .map_err(|_| RtmpError::HandshakeTimeout)??;
+        let leftover = tokio::time::timeout(
+            ctx.config.handshake_timeout,
+            crate::handshake::run(&mut sock, PeerType::Server),
+        )
+        .await
+        .map_err(|_| RtmpError::HandshakeTimeout)??;
         let mut config = ServerSessionConfig::new();
         config.chunk_size = ctx.config.chunk_size;
         let (session, initial) = guarded("session start", || ServerSession::new(config))?;
@@ -631,33 +619,6 @@ fn make_ack_cumulative(results: &mut [ServerSessionResult], total: u64) {
     let n = bytes.len();
     if let Some(seq) = bytes.get_mut(n - 4..) {
         seq.copy_from_slice(&(total as u32).to_be_bytes());
-    }
-}
-
-/// Runs the server side of the handshake; returns bytes received after it.
-async fn handshake(sock: &mut TcpStream) -> Result<Vec<u8>, RtmpError> {
-    let mut hs = Handshake::new(PeerType::Server);
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 {
-            return Err(RtmpError::Closed);
-        }
-        let input = buf.get(..n).unwrap_or_default();
-        let res = guarded("handshake", || hs.process_bytes(input))
-            .map_err(|e| RtmpError::Handshake(e.to_string()))?;
-        match res {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                sock.write_all(&response_bytes).await?;
-            }
-            HandshakeProcessResult::Completed {
-                response_bytes,
-                remaining_bytes,
-            } => {
-                sock.write_all(&response_bytes).await?;
-                return Ok(remaining_bytes);
-            }
-        }
     }
 }
 
