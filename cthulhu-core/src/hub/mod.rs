@@ -339,13 +339,10 @@ impl Hub {
         if st.shut {
             return Err(HubError::Closed);
         }
-        if let Some(current) = &st.publisher {
+        if st.publisher.is_some() {
             match self.inner.config.conflict {
                 PublishConflict::Reject => return Err(HubError::AlreadyPublishing(path.clone())),
                 PublishConflict::Replace => {
-                    *lock(&current.ended_reason) = Some(EndReason::Replaced);
-                    current.ended.notify_waiters();
-                    current.ended.notify_one();
                     end_locked(&mut st, EndReason::Replaced);
                     let _ = self.inner.events.send(HubEvent::Unpublished {
                         path: path.clone(),
@@ -479,11 +476,6 @@ impl Hub {
         for s in streams {
             let mut st = lock(&s.state);
             st.shut = true;
-            if let Some(p) = &st.publisher {
-                *lock(&p.ended_reason) = Some(EndReason::Shutdown);
-                p.ended.notify_waiters();
-                p.ended.notify_one();
-            }
             end_locked(&mut st, EndReason::Shutdown);
             for sub in &st.subscribers {
                 lock(&sub.queue).close(EndReason::Shutdown);
@@ -501,11 +493,16 @@ fn has_video(st: &StreamState) -> bool {
             .is_some_and(|i| i.tracks.iter().any(|t| t.kind() == MediaKind::Video))
 }
 
-/// Ends the current publish session: subscribers get `Ended(reason)`.
+/// Ends the current publish session: the publisher's [`Publisher::ended`] resolves
+/// with `reason` and subscribers get `Ended(reason)`.
 fn end_locked(st: &mut StreamState, reason: EndReason) {
-    if st.publisher.take().is_none() {
+    let Some(publisher) = st.publisher.take() else {
         return;
-    }
+    };
+    *lock(&publisher.ended_reason) = Some(reason);
+    // `Publisher::ended` creates its `Notified` before reading the reason, and a
+    // created `Notified` receives `notify_waiters`.
+    publisher.ended.notify_waiters();
     st.gop.clear();
     for sub in &st.subscribers {
         lock(&sub.queue).push_control(StreamEvent::Ended(reason));
