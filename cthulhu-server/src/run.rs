@@ -187,8 +187,12 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         }
     }
     info!("Shutting down: unpublishing destinations");
-    let stops = dests.running.into_values().map(|h| h.stop());
-    futures_join_all(stops).await;
+    // All destinations unpublish at once, each within its supervisor's stop grace.
+    let mut stops = tokio::task::JoinSet::new();
+    for handle in dests.running.into_values() {
+        stops.spawn(handle.stop());
+    }
+    while stops.join_next().await.is_some() {}
     let _ = stop_tx.send(true);
     hub.shutdown();
     let _ = server_task.await;
@@ -257,15 +261,6 @@ impl Destinations {
             );
             self.running.insert(id, handle);
         }
-    }
-}
-
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futs: impl Iterator<Item = F>,
-) {
-    let handles: Vec<_> = futs.map(tokio::spawn).collect();
-    for h in handles {
-        let _ = h.await;
     }
 }
 
