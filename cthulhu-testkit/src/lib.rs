@@ -3,7 +3,7 @@
 //! Test support for Cthulhu integration tests that talk to **real peers** on
 //! `127.0.0.1`: an nginx-rtmp instance per test ([`Nginx`]), ffmpeg publishers
 //! ([`Ffmpeg`]), ffprobe/ffmpeg based checks ([`ffprobe_json`], [`probe_streams`],
-//! [`decode_check`]) and a hand-written RTMP client that stops reading after
+//! [`decode_check`]) and an RTMP client (on rml_rtmp) that stops reading after
 //! `play` ([`StalledPlayer`]); for RTMPS, a TLS-terminating nginx
 //! ([`Nginx::start_rtmps`]) with certificates of a throwaway CA ([`TestCa`]).
 //!
@@ -27,7 +27,6 @@
 // plain value (e.g. `free_port() -> u16`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod amf0;
 mod ffmpeg;
 mod net;
 mod nginx;
