@@ -8,6 +8,7 @@
 pub mod chunk;
 pub mod client;
 pub mod error;
+pub(crate) mod fanout;
 pub mod from_core;
 mod handshake;
 pub mod push;

@@ -2,8 +2,11 @@
 //!
 //! Each connection is one tokio task driving a sans-IO `ServerSession`: read bytes,
 //! feed the session, write its responses in order, act on its events. The application
-//! decides through a [`Router`]: the session asks, the router answers. Media to players
-//! is chunked by us without copying payloads ([`crate::from_core`]).
+//! decides through a [`Router`]: the session asks, the router answers. Once a player's
+//! play request is accepted, its socket's write side belongs to the stream's fan-out
+//! ([`crate::fanout`]): one task per stream serializes each message once and writes it
+//! to every player; the connection task keeps reading and sends its session's answers
+//! through the fan-out, in order with the media.
 //!
 //! Every call into rml_rtmp with network input is isolated with `catch_unwind`: input
 //! that makes the parser panic closes that one connection with a logged reason.
@@ -13,24 +16,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
+use std::io;
+
+use bytes::Bytes;
 use cthulhu_core::{
     AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
-    StreamPath, Subscriber,
+    StreamPath,
 };
 use rml_rtmp::handshake::PeerType;
 use rml_rtmp::sessions::{
     ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
 };
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::chunk::{TYPE_AGGREGATE, write_segments};
+use crate::chunk::TYPE_AGGREGATE;
 use crate::error::{RtmpError, guarded};
-use crate::from_core::FromCore;
+use crate::fanout::{FanoutConfig, Fanouts, PlayerHandle};
 use crate::to_core::{self, ToCore};
 
 /// Listener settings.
@@ -45,6 +48,10 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// A player whose socket accepts nothing for this long is closed.
     pub play_stall_timeout: Duration,
+    /// TCP_NODELAY on players' sockets. Off by default: with Nagle's algorithm the
+    /// kernel coalesces small writes, which measured about half the CPU per delivered
+    /// Gbit/s for a few milliseconds more latency (see BENCHMARKS.md).
+    pub player_nodelay: bool,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +61,7 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             play_stall_timeout: Duration::from_secs(30),
+            player_nodelay: false,
         }
     }
 }
@@ -64,6 +72,7 @@ struct Ctx {
     router: Arc<dyn Router>,
     config: ServerConfig,
     next_id: AtomicU64,
+    fanouts: Arc<Fanouts>,
 }
 
 /// A bound RTMP listener. Call [`RtmpServer::run`] to accept connections.
@@ -82,6 +91,18 @@ impl RtmpServer {
         router: Arc<dyn Router>,
     ) -> Result<Self, RtmpError> {
         let listener = TcpListener::bind(addr).await?;
+        let hub_config = hub.config();
+        let fanouts = Fanouts::new(
+            hub.clone(),
+            FanoutConfig {
+                chunk_size: config.chunk_size,
+                queue_bytes: hub_config.queue_bytes,
+                queue_messages: hub_config.queue_frames,
+                stall_timeout: config.play_stall_timeout,
+                nodelay: config.player_nodelay,
+                gop_bytes: hub_config.gop_cache_bytes,
+            },
+        );
         Ok(Self {
             listener,
             ctx: Arc::new(Ctx {
@@ -89,6 +110,7 @@ impl RtmpServer {
                 router,
                 config,
                 next_id: AtomicU64::new(1),
+                fanouts,
             }),
         })
     }
@@ -110,7 +132,7 @@ impl RtmpServer {
                         let span = info_span!("rtmp", conn = id, peer = %peer);
                         tokio::spawn(
                             async move {
-                                match Connection::run(ctx, sock, peer, stop).await {
+                                match Connection::run(ctx, id, sock, peer, stop).await {
                                     Ok(()) => debug!("Connection closed"),
                                     Err(e) => info!(error = %e, "Connection closed"),
                                 }
@@ -154,18 +176,25 @@ struct Publishing {
     to_core: ToCore,
 }
 
+/// A player handed to its stream's fan-out.
 struct Playing {
-    sub: Subscriber,
-    cont: Continuity,
-    from_core: FromCore,
+    path: StreamPath,
+    handle: PlayerHandle,
+    /// Why the fan-out dropped the player (stalled, socket error).
+    exit: oneshot::Receiver<RtmpError>,
 }
 
 struct Connection {
     ctx: Arc<Ctx>,
+    id: u64,
     peer: SocketAddr,
+    sock: Arc<TcpStream>,
     session: ServerSession,
     out: Vec<Bytes>,
     publishing: Option<Publishing>,
+    /// An accepted play request: the player joins the fan-out once the session's
+    /// answer (stream begin, play start) is written.
+    play_accepted: Option<(StreamPath, u32)>,
     playing: Option<Playing>,
     /// Set when the connection must close once pending output is written.
     closing: Option<RtmpError>,
@@ -176,10 +205,13 @@ struct Connection {
 impl Connection {
     async fn run(
         ctx: Arc<Ctx>,
+        id: u64,
         mut sock: TcpStream,
         peer: SocketAddr,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), RtmpError> {
+        // Publishers and the command phase answer at once; players' sockets are set up
+        // by the fan-out (Nagle on unless configured).
         let _ = sock.set_nodelay(true);
         let leftover = tokio::time::timeout(
             ctx.config.handshake_timeout,
@@ -192,27 +224,40 @@ impl Connection {
         let (session, initial) = guarded("session start", || ServerSession::new(config))?;
         let mut conn = Connection {
             ctx: ctx.clone(),
+            id,
             peer,
+            sock: Arc::new(sock),
             session,
             out: Vec::new(),
             publishing: None,
+            play_accepted: None,
             playing: None,
             closing: None,
             bytes_in: HANDSHAKE_BYTES,
         };
         conn.queue_results(initial);
-        let (mut rd, mut wr) = sock.into_split();
-        let mut buf = BytesMut::with_capacity(8192);
+        // Players only send acknowledgements and the odd command: a small buffer keeps
+        // an idle player's footprint low; publishers get a larger one once publishing.
+        let mut buf = vec![0u8; READ_BUF];
         if !leftover.is_empty() {
             conn.handle_input(&leftover).await?;
         }
         let started = tokio::time::Instant::now();
         let mut last_read = tokio::time::Instant::now();
         loop {
-            conn.flush(&mut wr).await?;
+            conn.flush().await?;
             if let Some(e) = conn.closing.take() {
-                let _ = wr.shutdown().await;
+                let _ = conn.sock_shutdown();
                 return Err(e);
+            }
+            if let Some((path, stream_id)) = conn.play_accepted.take() {
+                let (handle, exit) =
+                    ctx.fanouts
+                        .join(&path, stream_id, conn.id, conn.sock.clone(), conn.peer);
+                conn.playing = Some(Playing { path, handle, exit });
+            }
+            if conn.publishing.is_some() && buf.len() < PUBLISH_READ_BUF {
+                buf.resize(PUBLISH_READ_BUF, 0);
             }
             let idle_deadline = if conn.playing.is_some() {
                 None
@@ -230,9 +275,9 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
-            let play_ready = async {
+            let dropped = async {
                 match conn.playing.as_mut() {
-                    Some(p) => p.cont.next(&mut p.sub).await,
+                    Some(p) => (&mut p.exit).await.unwrap_or(RtmpError::Closed),
                     None => std::future::pending().await,
                 }
             };
@@ -242,25 +287,18 @@ impl Connection {
                     None => std::future::pending().await,
                 }
             };
+            let sock = conn.sock.clone();
             tokio::select! {
-                n = rd.read_buf(&mut buf) => {
+                n = read_some(&sock, &mut buf) => {
                     let n = n?;
                     if n == 0 {
                         return Ok(());
                     }
                     last_read = tokio::time::Instant::now();
-                    let data = buf.split().freeze();
-                    conn.handle_input(&data).await?;
-                    if buf.capacity() < 4096 {
-                        buf.reserve(8192);
-                    }
+                    let data = buf.get(..n).unwrap_or_default();
+                    conn.handle_input(data).await?;
                 }
-                ev = play_ready => {
-                    match ev {
-                        Some(ev) => conn.play_events(ev)?,
-                        None => return Ok(()),
-                    }
-                }
+                reason = dropped => return Err(reason),
                 reason = replaced => {
                     return Err(RtmpError::Refused(format!("publishing ended: {reason}")));
                 }
@@ -280,13 +318,27 @@ impl Connection {
         }
     }
 
-    /// Writes pending output; a player that accepts nothing for the stall timeout is closed.
-    async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), RtmpError> {
+    /// Half-closes the socket (FIN after what was written, so the peer reads a refusal
+    /// before the close); the fan-out may share the socket, hence socket2.
+    fn sock_shutdown(&self) -> io::Result<()> {
+        socket2::SockRef::from(&*self.sock).shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Writes pending session output: directly before playing, through the fan-out
+    /// once the player is in it. A connection whose socket accepts nothing for the
+    /// stall timeout is closed.
+    async fn flush(&mut self) -> Result<(), RtmpError> {
         if self.out.is_empty() {
             return Ok(());
         }
+        if let Some(p) = &self.playing {
+            for data in self.out.drain(..) {
+                p.handle.control(data);
+            }
+            return Ok(());
+        }
         let stall = self.ctx.config.play_stall_timeout;
-        match tokio::time::timeout(stall, write_segments(wr, &mut self.out)).await {
+        match tokio::time::timeout(stall, write_all(&self.sock, &mut self.out)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(RtmpError::StallTimeout(stall.as_secs())),
         }
@@ -404,8 +456,9 @@ impl Connection {
                 }
             }
             ServerSessionEvent::PlayStreamFinished { .. } => {
+                self.play_accepted = None;
                 if let Some(p) = self.playing.take() {
-                    info!(stream = %p.sub.path(), "Player stopped");
+                    info!(stream = %p.path, "Player stopped");
                 }
             }
             _ => {}
@@ -434,7 +487,7 @@ impl Connection {
                 "NetStream.Play.StreamNotFound",
             ),
         };
-        if self.publishing.is_some() || self.playing.is_some() {
+        if self.publishing.is_some() || self.playing.is_some() || self.play_accepted.is_some() {
             self.refuse(
                 request_id,
                 busy_code,
@@ -518,17 +571,8 @@ impl Connection {
             .filter(|res| !matches!(res, ServerSessionResult::OutboundResponse(p) if p.bytes.first().map(|b| b & 0x3F) == Some(3)))
             .collect();
         self.queue_results(r);
-        let sub = self.ctx.hub.subscribe(
-            &path,
-            SubscribeOptions::labelled(format!("rtmp-play:{}", self.peer)),
-        );
         info!(stream = %path, "Player started");
-        self.playing = Some(Playing {
-            sub,
-            // Players stay connected across publisher drops, on one timeline.
-            cont: Continuity::new(Duration::from_secs(86_400)),
-            from_core: FromCore::new(self.ctx.config.chunk_size, stream_id),
-        });
+        self.play_accepted = Some((path, stream_id));
         Ok(())
     }
 
@@ -540,42 +584,59 @@ impl Connection {
         self.closing = Some(RtmpError::Refused(reason));
         Ok(())
     }
+}
 
-    /// Serializes one event (and whatever else is queued) for the player.
-    fn play_events(&mut self, first: ContinuityEvent) -> Result<(), RtmpError> {
-        let Some(p) = self.playing.as_mut() else {
-            return Ok(());
-        };
-        write_event(p, first, &mut self.out)?;
-        // Batch what is already queued into one vectored write.
-        let mut n = 0;
-        while n < 64 {
-            let Some(ev) = p.cont.try_next(&mut p.sub) else {
-                break;
-            };
-            write_event(p, ev, &mut self.out)?;
-            n += 1;
+/// Read buffer of a connection until it publishes.
+const READ_BUF: usize = 2048;
+/// Read buffer of a publishing connection.
+const PUBLISH_READ_BUF: usize = 16 * 1024;
+
+/// Reads what the socket has (waiting for it), without needing `&mut` to the socket
+/// that the fan-out also writes to.
+async fn read_some(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match sock.try_read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
-        Ok(())
     }
 }
 
-fn write_event(
-    p: &mut Playing,
-    ev: ContinuityEvent,
-    out: &mut Vec<Bytes>,
-) -> Result<(), RtmpError> {
-    match ev {
-        ContinuityEvent::Started(info)
-        | ContinuityEvent::Resumed(info)
-        | ContinuityEvent::Updated(info) => p.from_core.metadata(&info, false, out),
-        ContinuityEvent::Frame(f) => p.from_core.frame(&f, out),
-        ContinuityEvent::Gap { dropped } => {
-            debug!(stream = %p.sub.path(), dropped, "Player fell behind: skipped to the next keyframe");
-            Ok(())
+/// Writes every segment (vectored, handling partial writes), emptying `out`.
+async fn write_all(sock: &TcpStream, out: &mut Vec<Bytes>) -> io::Result<()> {
+    let mut start = 0;
+    while start < out.len() {
+        sock.writable().await?;
+        let iov: Vec<io::IoSlice<'_>> = out[start..]
+            .iter()
+            .take(64)
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let mut n = match sock.try_write_vectored(&iov) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        drop(iov);
+        while n > 0 {
+            let Some(seg) = out.get_mut(start) else { break };
+            if n >= seg.len() {
+                n -= seg.len();
+                start += 1;
+            } else {
+                *seg = seg.slice(n..);
+                n = 0;
+            }
         }
-        ContinuityEvent::Ended(_) => Ok(()),
+        while out.get(start).is_some_and(Bytes::is_empty) {
+            start += 1;
+        }
     }
+    out.clear();
+    Ok(())
 }
 
 /// Bytes a client sends in the handshake (C0, C1, C2).

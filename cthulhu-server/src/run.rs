@@ -125,6 +125,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         handshake_timeout: cfg.rtmp.handshake_timeout,
         idle_timeout: cfg.rtmp.idle_timeout,
         play_stall_timeout: cfg.rtmp.play_stall_timeout,
+        player_nodelay: cfg.rtmp.player_nodelay,
     };
     let server = RtmpServer::bind(
         cfg.rtmp.listen,

@@ -1,0 +1,666 @@
+//! Play fan-out: one writer per stream.
+//!
+//! All players of one stream (same path and message stream id; the chunk size is the
+//! listener's) share one [`Fanout`] task with one hub subscription. Each published
+//! message is serialized into RTMP chunks once, into one contiguous [`Bytes`] (one copy
+//! per stream, never per player), and the task walks its flat table of players doing one
+//! nonblocking vectored write per player per batch of messages. Only a player whose
+//! socket is full gets a backlog: references to the shared buffers, bounded in bytes;
+//! past the bound its unsent media is dropped and it resumes at the next keyframe
+//! (codec configuration and metadata are always kept). A player that accepts nothing
+//! for the stall timeout is closed.
+//!
+//! This is what `../shared/PERFORMANCE-NOTES.md` measured as the cheapest forwarder on
+//! this machine: per-player tasks with their own queues and wakeups cost about twice
+//! the CPU per delivered Gbit/s.
+//!
+//! The connection task keeps reading the player's socket (acknowledgements, pings,
+//! `closeStream`) and sends what its session answers through [`PlayerHandle::control`],
+//! so that every byte to a player goes out in order through this one writer.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
+use cthulhu_core::{FrameFlags, Hub, MediaKind, StreamPath, Subscriber};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span, warn};
+
+use crate::error::RtmpError;
+use crate::from_core::FromCore;
+
+/// Most messages handed to one vectored write (Linux allows 1024 iovecs).
+const MAX_IOV: usize = 64;
+/// How often players with a backlog are retried when no new message arrives.
+const BACKLOG_TICK: Duration = Duration::from_millis(10);
+
+/// Settings shared by the fan-outs of one listener.
+#[derive(Clone, Debug)]
+pub(crate) struct FanoutConfig {
+    pub(crate) chunk_size: u32,
+    /// A player's backlog bound in bytes.
+    pub(crate) queue_bytes: usize,
+    /// A player's backlog bound in messages.
+    pub(crate) queue_messages: usize,
+    /// A player that accepts nothing for this long is closed.
+    pub(crate) stall_timeout: Duration,
+    /// TCP_NODELAY on player sockets (off: Nagle coalesces small writes, about half the CPU).
+    pub(crate) nodelay: bool,
+    /// Byte cap of the serialized GOP kept for players that join mid-stream.
+    pub(crate) gop_bytes: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    path: StreamPath,
+    stream_id: u32,
+}
+
+enum Command {
+    Join(Join),
+    Control { id: u64, data: Bytes },
+    Leave { id: u64 },
+}
+
+struct Join {
+    id: u64,
+    sock: Arc<TcpStream>,
+    peer: SocketAddr,
+    exit: oneshot::Sender<RtmpError>,
+}
+
+/// The fan-outs of one listener, by stream.
+pub(crate) struct Fanouts {
+    hub: Hub,
+    config: FanoutConfig,
+    map: Mutex<HashMap<Key, mpsc::UnboundedSender<Command>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fanouts {
+    pub(crate) fn new(hub: Hub, config: FanoutConfig) -> Arc<Self> {
+        Arc::new(Self {
+            hub,
+            config,
+            map: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Hands a player's socket to its stream's fan-out (started on first use). The
+    /// returned receiver yields why the fan-out dropped the player.
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        stream_id: u32,
+        id: u64,
+        sock: Arc<TcpStream>,
+        peer: SocketAddr,
+    ) -> (PlayerHandle, oneshot::Receiver<RtmpError>) {
+        let key = Key {
+            path: path.clone(),
+            stream_id,
+        };
+        let (exit, exit_rx) = oneshot::channel();
+        let mut map = lock(&self.map);
+        let tx = match map.get(&key) {
+            Some(tx) if !tx.is_closed() => tx.clone(),
+            _ => {
+                let tx = self.spawn(key.clone());
+                map.insert(key, tx.clone());
+                tx
+            }
+        };
+        // A fan-out retires under the map lock, so the channel is open here. Were its
+        // task gone anyway, the join (and its exit sender) would be dropped and the
+        // connection would close: never a player left waiting.
+        let _ = tx.send(Command::Join(Join {
+            id,
+            sock,
+            peer,
+            exit,
+        }));
+        (PlayerHandle { id, tx }, exit_rx)
+    }
+
+    fn spawn(self: &Arc<Self>, key: Key) -> mpsc::UnboundedSender<Command> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let sub = self.hub.subscribe(
+            &key.path,
+            SubscribeOptions::labelled(format!("rtmp-play:{}", key.path)),
+        );
+        let span = info_span!("rtmp-fanout", stream = %key.path);
+        let fanout = Fanout::new(self.clone(), key, tx.clone(), sub);
+        tokio::spawn(fanout.run(rx).instrument(span));
+        tx
+    }
+}
+
+/// A connection's handle on its place in a fan-out; dropping it removes the player.
+pub(crate) struct PlayerHandle {
+    id: u64,
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl PlayerHandle {
+    /// Sends session output (acknowledgements, ping answers, status messages) to the
+    /// player in order with its media.
+    pub(crate) fn control(&self, data: Bytes) {
+        let _ = self.tx.send(Command::Control { id: self.id, data });
+    }
+}
+
+impl Drop for PlayerHandle {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Leave { id: self.id });
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Metadata, codec configuration and session control: never dropped.
+    Keep,
+    /// A point a skipping player can resume at: a video keyframe (or any audio frame of
+    /// an audio-only stream).
+    Sync,
+    /// Other media.
+    Media,
+}
+
+#[derive(Clone, Debug)]
+struct Msg {
+    data: Bytes,
+    kind: Kind,
+}
+
+struct Player {
+    id: u64,
+    sock: Arc<TcpStream>,
+    peer: SocketAddr,
+    exit: Option<oneshot::Sender<RtmpError>>,
+    backlog: VecDeque<Msg>,
+    backlog_bytes: usize,
+    /// The backlog's first message is partly written: it must be finished.
+    head_started: bool,
+    skipping: bool,
+    dropped: u64,
+    last_progress: Instant,
+}
+
+impl Player {
+    fn new(join: Join, config: &FanoutConfig) -> Self {
+        if let Err(e) = join.sock.set_nodelay(config.nodelay) {
+            debug!(error = %e, "set_nodelay failed");
+        }
+        Self {
+            id: join.id,
+            sock: join.sock,
+            peer: join.peer,
+            exit: Some(join.exit),
+            backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            head_started: false,
+            skipping: false,
+            dropped: 0,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// Whether the player takes `m` (updating its keyframe wait).
+    fn admits(&mut self, m: &Msg) -> bool {
+        match m.kind {
+            Kind::Keep => true,
+            Kind::Sync => {
+                self.skipping = false;
+                true
+            }
+            Kind::Media => {
+                if self.skipping {
+                    self.dropped += 1;
+                }
+                !self.skipping
+            }
+        }
+    }
+
+    /// Delivers a batch: straight to the socket when nothing is pending, else through
+    /// the backlog.
+    fn send(&mut self, msgs: &[Msg], config: &FanoutConfig, now: Instant) -> io::Result<()> {
+        if self.backlog.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut taken: [usize; MAX_IOV] = [0; MAX_IOV];
+            let mut n = 0;
+            for (i, m) in msgs.iter().enumerate() {
+                if n == MAX_IOV {
+                    // More than one write's worth: the rest goes through the backlog.
+                    return self.write_direct(&iov[..n], &taken[..n], msgs, i, config, now);
+                }
+                if self.admits(m) {
+                    iov[n] = IoSlice::new(&m.data);
+                    taken[n] = i;
+                    n += 1;
+                }
+            }
+            return self.write_direct(&iov[..n], &taken[..n], msgs, msgs.len(), config, now);
+        }
+        for m in msgs {
+            if self.admits(m) {
+                self.enqueue(m.clone(), config);
+            }
+        }
+        self.flush(now)
+    }
+
+    /// Writes `iov` (the admitted messages `taken` of `msgs[..rest]`) once; what the
+    /// socket does not take, and `msgs[rest..]`, go to the backlog.
+    fn write_direct(
+        &mut self,
+        iov: &[IoSlice<'_>],
+        taken: &[usize],
+        msgs: &[Msg],
+        rest: usize,
+        config: &FanoutConfig,
+        now: Instant,
+    ) -> io::Result<()> {
+        let mut written = if iov.is_empty() {
+            0
+        } else {
+            match self.sock.try_write_vectored(iov) {
+                Ok(n) => {
+                    self.last_progress = now;
+                    n
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(e),
+            }
+        };
+        for &i in taken {
+            let m = &msgs[i];
+            if written >= m.data.len() {
+                written -= m.data.len();
+                continue;
+            }
+            let mut m = m.clone();
+            if self.backlog.is_empty() {
+                self.last_progress = now;
+            }
+            if written > 0 {
+                m.data = m.data.slice(written..);
+                self.head_started = true;
+                written = 0;
+            }
+            self.backlog_bytes += m.data.len();
+            self.backlog.push_back(m);
+        }
+        for m in &msgs[rest..] {
+            if self.admits(m) {
+                self.enqueue(m.clone(), config);
+            }
+        }
+        self.trim(config);
+        Ok(())
+    }
+
+    fn enqueue(&mut self, m: Msg, config: &FanoutConfig) {
+        if self.backlog.is_empty() {
+            // The stall clock starts when something is first left waiting.
+            self.last_progress = Instant::now();
+        }
+        self.backlog_bytes += m.data.len();
+        self.backlog.push_back(m);
+        self.trim(config);
+    }
+
+    /// Past the bound: drops the queued media (keeping a partly written head, metadata
+    /// and codec configuration) and waits for the next keyframe.
+    fn trim(&mut self, config: &FanoutConfig) {
+        if self.backlog_bytes <= config.queue_bytes && self.backlog.len() <= config.queue_messages {
+            return;
+        }
+        let head = if self.head_started {
+            self.backlog.pop_front()
+        } else {
+            None
+        };
+        let before = self.backlog.len();
+        self.backlog.retain(|m| m.kind == Kind::Keep);
+        let dropped = (before - self.backlog.len()) as u64;
+        if let Some(h) = head {
+            self.backlog.push_front(h);
+        }
+        self.backlog_bytes = self.backlog.iter().map(|m| m.data.len()).sum();
+        self.dropped += dropped;
+        self.skipping = true;
+        debug!(
+            peer = %self.peer,
+            dropped,
+            "Player fell behind: skipping to the next keyframe"
+        );
+    }
+
+    /// Writes as much of the backlog as the socket takes now.
+    fn flush(&mut self, now: Instant) -> io::Result<()> {
+        while !self.backlog.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for m in self.backlog.iter().take(MAX_IOV) {
+                iov[n] = IoSlice::new(&m.data);
+                n += 1;
+            }
+            let mut written = match self.sock.try_write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.last_progress = now;
+            self.backlog_bytes -= written;
+            while written > 0 {
+                let Some(front) = self.backlog.front_mut() else {
+                    break;
+                };
+                if written >= front.data.len() {
+                    written -= front.data.len();
+                    self.backlog.pop_front();
+                    self.head_started = false;
+                } else {
+                    front.data = front.data.slice(written..);
+                    self.head_started = true;
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stalled(&self, now: Instant, timeout: Duration) -> bool {
+        !self.backlog.is_empty() && now.duration_since(self.last_progress) >= timeout
+    }
+
+    fn close(mut self, reason: RtmpError) {
+        if self.dropped > 0 {
+            debug!(peer = %self.peer, dropped = self.dropped, "Player left after skipping frames");
+        }
+        if let Some(exit) = self.exit.take() {
+            let _ = exit.send(reason);
+        }
+    }
+}
+
+/// What a player joining mid-stream is sent first.
+#[derive(Default)]
+struct CatchUp {
+    metadata: Option<Bytes>,
+    video_config: Option<Bytes>,
+    audio_config: Option<Bytes>,
+    /// The messages since the last keyframe, while they fit the cap.
+    gop: Vec<Msg>,
+    gop_bytes: usize,
+    /// Whether `gop` starts on a keyframe (false after a cap overflow or before the first).
+    gop_valid: bool,
+    has_video: bool,
+}
+
+struct Fanout {
+    owner: Arc<Fanouts>,
+    key: Key,
+    tx: mpsc::UnboundedSender<Command>,
+    sub: Subscriber,
+    cont: Continuity,
+    ser: FromCore,
+    segments: Vec<Bytes>,
+    players: Vec<Player>,
+    batch: Vec<Msg>,
+    catch_up: CatchUp,
+}
+
+impl Fanout {
+    fn new(
+        owner: Arc<Fanouts>,
+        key: Key,
+        tx: mpsc::UnboundedSender<Command>,
+        sub: Subscriber,
+    ) -> Self {
+        let ser = FromCore::new(owner.config.chunk_size, key.stream_id);
+        Self {
+            owner,
+            key,
+            tx,
+            sub,
+            // Players stay connected across publisher drops, on one timeline.
+            cont: Continuity::new(Duration::from_secs(86_400)),
+            ser,
+            segments: Vec::new(),
+            players: Vec::new(),
+            batch: Vec::with_capacity(MAX_IOV),
+            catch_up: CatchUp::default(),
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        debug!("Fan-out started");
+        loop {
+            let backlogged = self.players.iter().any(|p| !p.backlog.is_empty());
+            tokio::select! {
+                biased;
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break };
+                    self.command(cmd);
+                    if self.players.is_empty() && self.retire(&mut rx) {
+                        break;
+                    }
+                }
+                ev = self.cont.next(&mut self.sub) => {
+                    let Some(ev) = ev else {
+                        // The hub shut down.
+                        self.close_all();
+                        self.retire(&mut rx);
+                        break;
+                    };
+                    self.event(ev);
+                    while self.batch.len() < MAX_IOV {
+                        let Some(ev) = self.cont.try_next(&mut self.sub) else { break };
+                        self.event(ev);
+                    }
+                    self.deliver();
+                }
+                _ = tokio::time::sleep(BACKLOG_TICK), if backlogged => {
+                    self.deliver();
+                }
+            }
+        }
+        debug!("Fan-out ended");
+    }
+
+    /// Removes this fan-out from the registry if no join is pending; true if it did.
+    fn retire(&mut self, rx: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        let mut map = lock(&self.owner.map);
+        if !rx.is_empty() {
+            return false;
+        }
+        if map
+            .get(&self.key)
+            .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
+            map.remove(&self.key);
+        }
+        rx.close();
+        true
+    }
+
+    fn close_all(&mut self) {
+        for p in self.players.drain(..) {
+            p.close(RtmpError::Closed);
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let config = &self.owner.config;
+        let now = Instant::now();
+        match cmd {
+            Command::Join(join) => {
+                let mut p = Player::new(join, config);
+                let c = &self.catch_up;
+                let keep = [&c.metadata, &c.video_config, &c.audio_config];
+                for data in keep.into_iter().flatten() {
+                    p.enqueue(
+                        Msg {
+                            data: data.clone(),
+                            kind: Kind::Keep,
+                        },
+                        config,
+                    );
+                }
+                if c.gop_valid {
+                    for m in &c.gop {
+                        p.enqueue(m.clone(), config);
+                    }
+                } else {
+                    p.skipping = true;
+                }
+                match p.flush(now) {
+                    Ok(()) => self.players.push(p),
+                    Err(e) => p.close(e.into()),
+                }
+            }
+            Command::Control { id, data } => {
+                if let Some(i) = self.players.iter().position(|p| p.id == id) {
+                    let msg = [Msg {
+                        data,
+                        kind: Kind::Keep,
+                    }];
+                    if let Err(e) = self.players[i].send(&msg, config, now) {
+                        self.players.swap_remove(i).close(e.into());
+                    }
+                }
+            }
+            Command::Leave { id } => {
+                if let Some(i) = self.players.iter().position(|p| p.id == id) {
+                    self.players.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    /// Serializes one event once for every player.
+    fn event(&mut self, ev: ContinuityEvent) {
+        match ev {
+            ContinuityEvent::Started(info)
+            | ContinuityEvent::Resumed(info)
+            | ContinuityEvent::Updated(info) => {
+                self.segments.clear();
+                if let Err(e) = self.ser.metadata(&info, false, &mut self.segments) {
+                    warn!(error = %e, "Metadata not sent to players");
+                    return;
+                }
+                let data = flatten(&mut self.segments);
+                let c = &mut self.catch_up;
+                c.has_video = info.video().is_some();
+                c.metadata = Some(data.clone());
+                self.batch.push(Msg {
+                    data,
+                    kind: Kind::Keep,
+                });
+            }
+            ContinuityEvent::Frame(f) => {
+                self.segments.clear();
+                if let Err(e) = self.ser.frame(&f, &mut self.segments) {
+                    warn!(error = %e, "Frame not sent to players");
+                    return;
+                }
+                let data = flatten(&mut self.segments);
+                let c = &mut self.catch_up;
+                let video = f.kind() == MediaKind::Video;
+                let kind = if f.flags.contains(FrameFlags::CONFIG) {
+                    if video {
+                        c.video_config = Some(data.clone());
+                    } else {
+                        c.audio_config = Some(data.clone());
+                    }
+                    Kind::Keep
+                } else if video && f.flags.contains(FrameFlags::KEYFRAME) {
+                    c.gop.clear();
+                    c.gop_bytes = 0;
+                    c.gop_valid = true;
+                    Kind::Sync
+                } else if !video && !c.has_video {
+                    Kind::Sync
+                } else {
+                    Kind::Media
+                };
+                let msg = Msg { data, kind };
+                if kind != Kind::Keep && c.gop_valid && c.has_video {
+                    c.gop_bytes += msg.data.len();
+                    if c.gop_bytes > self.owner.config.gop_bytes {
+                        c.gop.clear();
+                        c.gop_bytes = 0;
+                        c.gop_valid = false;
+                    } else {
+                        c.gop.push(msg.clone());
+                    }
+                }
+                self.batch.push(msg);
+            }
+            ContinuityEvent::Gap { dropped } => {
+                warn!(
+                    dropped,
+                    "Players' stream fell behind the publisher: skipped to the next keyframe"
+                );
+            }
+            ContinuityEvent::Ended(_) => {
+                self.catch_up.gop.clear();
+                self.catch_up.gop_bytes = 0;
+                self.catch_up.gop_valid = false;
+            }
+        }
+    }
+
+    /// Writes the batch (possibly empty: then only backlogs are retried) to every player.
+    fn deliver(&mut self) {
+        let config = &self.owner.config;
+        let now = Instant::now();
+        let mut i = 0;
+        while i < self.players.len() {
+            let p = &mut self.players[i];
+            let r = if self.batch.is_empty() {
+                p.flush(now)
+            } else {
+                p.send(&self.batch, config, now)
+            };
+            let err = match r {
+                Err(e) => Some(RtmpError::from(e)),
+                Ok(()) if p.stalled(now, config.stall_timeout) => {
+                    Some(RtmpError::StallTimeout(config.stall_timeout.as_secs()))
+                }
+                Ok(()) => None,
+            };
+            match err {
+                Some(e) => self.players.swap_remove(i).close(e),
+                None => i += 1,
+            }
+        }
+        self.batch.clear();
+    }
+}
+
+/// Joins one message's chunk segments into one buffer: the one copy per stream that
+/// lets every player's write take a single iovec per message.
+fn flatten(segments: &mut Vec<Bytes>) -> Bytes {
+    if segments.len() == 1 {
+        return segments.pop().unwrap_or_default();
+    }
+    let len = segments.iter().map(Bytes::len).sum();
+    let mut buf = BytesMut::with_capacity(len);
+    for s in segments.drain(..) {
+        buf.extend_from_slice(&s);
+    }
+    buf.freeze()
+}
