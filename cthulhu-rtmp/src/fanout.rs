@@ -664,3 +664,156 @@ fn flatten(segments: &mut Vec<Bytes>) -> Bytes {
     }
     buf.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn config(queue_bytes: usize) -> FanoutConfig {
+        FanoutConfig {
+            chunk_size: 4096,
+            queue_bytes,
+            queue_messages: 1000,
+            stall_timeout: Duration::from_secs(30),
+            nodelay: false,
+            gop_bytes: 1 << 20,
+        }
+    }
+
+    /// A player on a loopback socket with small buffers, and the reading end.
+    async fn player(queue_bytes: usize) -> (Player, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        let s = socket2::SockRef::from(&server);
+        s.set_send_buffer_size(4096).unwrap();
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let (exit, _rx) = oneshot::channel();
+        let join = Join {
+            id: 1,
+            sock: Arc::new(server),
+            peer,
+            exit,
+        };
+        (Player::new(join, &config(queue_bytes)), client)
+    }
+
+    /// Message `id`: `len` bytes, all equal to `id`.
+    fn msg(id: u8, len: usize, kind: Kind) -> Msg {
+        Msg {
+            data: Bytes::from(vec![id; len]),
+            kind,
+        }
+    }
+
+    /// Flushes the player while reading everything it writes.
+    async fn drain(p: &mut Player, mut client: TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !p.backlog.is_empty() {
+            p.flush(Instant::now()).unwrap();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(50), client.read(&mut buf)).await
+            {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        // Whatever is still in flight.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    /// Splits a byte stream into (id, run length) runs.
+    fn runs(data: &[u8]) -> Vec<(u8, usize)> {
+        let mut out: Vec<(u8, usize)> = Vec::new();
+        for &b in data {
+            match out.last_mut() {
+                Some((id, n)) if *id == b => *n += 1,
+                _ => out.push((b, 1)),
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_fast_player_gets_everything_in_order() {
+        let (mut p, client) = player(1 << 20).await;
+        let cfg = config(1 << 20);
+        let batch: Vec<Msg> = (1..=10u8)
+            .map(|i| msg(i, 300, if i == 1 { Kind::Sync } else { Kind::Media }))
+            .collect();
+        p.send(&batch, &cfg, Instant::now()).unwrap();
+        let got = drain(&mut p, client).await;
+        let expect: Vec<(u8, usize)> = (1..=10u8).map(|i| (i, 300)).collect();
+        assert_eq!(runs(&got), expect);
+        assert_eq!(p.dropped, 0);
+    }
+
+    #[tokio::test]
+    async fn a_slow_player_skips_whole_messages_to_the_next_keyframe() {
+        let queue = 64 * 1024;
+        let (mut p, client) = player(queue).await;
+        let cfg = config(queue);
+        let now = Instant::now();
+        // A keyframe, then far more media than socket buffers plus the queue hold.
+        p.send(&[msg(1, 16 * 1024, Kind::Sync)], &cfg, now).unwrap();
+        for id in 2..=40u8 {
+            p.send(&[msg(id, 16 * 1024, Kind::Media)], &cfg, now)
+                .unwrap();
+            assert!(p.backlog_bytes <= queue + 16 * 1024, "backlog is bounded");
+        }
+        assert!(p.skipping, "the player must be waiting for a keyframe");
+        assert!(p.dropped > 0);
+        // Configuration passes while skipping; media does not; a keyframe resumes.
+        p.send(&[msg(41, 100, Kind::Keep)], &cfg, now).unwrap();
+        p.send(&[msg(42, 100, Kind::Media)], &cfg, now).unwrap();
+        p.send(&[msg(43, 200, Kind::Sync)], &cfg, now).unwrap();
+        p.send(&[msg(44, 300, Kind::Media)], &cfg, now).unwrap();
+        assert!(!p.skipping);
+        let got = runs(&drain(&mut p, client).await);
+        // Only whole messages arrive, in order.
+        let mut last = 0;
+        for &(id, n) in &got {
+            let want = match id {
+                1..=40 => 16 * 1024,
+                41 | 42 => 100,
+                43 => 200,
+                _ => 300,
+            };
+            assert_eq!(n, want, "message {id} arrived cut: {got:?}");
+            assert!(id > last, "out of order: {got:?}");
+            last = id;
+        }
+        let ids: Vec<u8> = got.iter().map(|r| r.0).collect();
+        assert_eq!(ids.first(), Some(&1));
+        assert!(ids.contains(&41) && ids.contains(&43) && ids.contains(&44));
+        assert!(!ids.contains(&42), "media while skipping must be dropped");
+        assert!(ids.len() < 40, "some media must have been dropped: {ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_player_that_reads_nothing_is_reported_stalled() {
+        let (mut p, _client) = player(1 << 20).await;
+        let cfg = config(1 << 20);
+        let t0 = Instant::now();
+        for id in 1..=20u8 {
+            p.send(&[msg(id, 32 * 1024, Kind::Media)], &cfg, t0)
+                .unwrap();
+        }
+        assert!(!p.backlog.is_empty());
+        assert!(!p.stalled(Instant::now(), cfg.stall_timeout));
+        assert!(p.stalled(Instant::now() + cfg.stall_timeout, cfg.stall_timeout));
+    }
+}
