@@ -16,7 +16,7 @@ use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::time::RtmpTimestamp;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
@@ -78,6 +78,11 @@ pub struct PlayerShared {
     pub errors: ErrorLog,
     /// Time allowed from TCP connect to `play` sent.
     pub setup_timeout: Duration,
+    /// Pause of cheap players after each read (zero: read as soon as data arrives).
+    ///
+    /// On loopback, how often receivers read changes the sender's cost (window
+    /// updates, wake-ups), so this is a measurement setting to report with results.
+    pub read_interval: Duration,
 }
 
 /// What a probe needs on top of a cheap player.
@@ -331,25 +336,69 @@ async fn setup(shared: &PlayerShared) -> Result<(TcpStream, Skimmer), String> {
     Ok((stream, st.skim))
 }
 
+/// What one read of the drain loop found.
+enum Drained {
+    /// The peer closed the connection.
+    Closed,
+    /// Bytes were read.
+    Read,
+    /// Nothing to read after all.
+    Empty,
+}
+
 async fn play(
     shared: &PlayerShared,
     stats: &PeerStats,
     probe: Option<&ProbeCtx>,
 ) -> Result<(), String> {
-    let (mut stream, mut skim) = tokio::time::timeout(shared.setup_timeout, setup(shared))
+    let (stream, mut skim) = tokio::time::timeout(shared.setup_timeout, setup(shared))
         .await
         .map_err(|_| "setup timed out".to_owned())??;
     stats.set_state(PeerState::Active);
     skim.set_hash_video(probe.is_some());
-    let mut out = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     loop {
-        let fed = read_with(&stream, |data| skim.handle_bytes(data))
+        stream
+            .readable()
             .await
             .map_err(|e| format!("reading: {}", e.kind()))?;
-        match fed {
-            None => return Err("closed by the server".into()),
-            Some(Err(e)) => return Err(format!("chunk stream: {e}")),
-            Some(Ok(())) => {}
+        // A short read means the socket is empty: the closure then reports
+        // WouldBlock so tokio clears readiness without a second, empty read.
+        let mut drained = Drained::Empty;
+        let mut failed = None;
+        let _ = stream.try_io(Interest::READABLE, || {
+            SCRATCH.with(|cell| {
+                let Ok(mut buf) = cell.try_borrow_mut() else {
+                    failed = Some("scratch buffer in use".to_owned());
+                    return Ok(());
+                };
+                match stream.try_read(&mut buf) {
+                    Ok(0) => drained = Drained::Closed,
+                    Ok(n) => {
+                        if let Err(e) = skim.handle_bytes(buf.get(..n).unwrap_or_default()) {
+                            failed = Some(format!("chunk stream: {e}"));
+                        }
+                        drained = Drained::Read;
+                        if n < buf.len() {
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                    Err(e) => failed = Some(format!("reading: {}", e.kind())),
+                }
+                Ok(())
+            })
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        match drained {
+            Drained::Closed => return Err("closed by the server".into()),
+            Drained::Empty => continue,
+            Drained::Read => {}
+        }
+        if probe.is_none() && !shared.read_interval.is_zero() {
+            tokio::time::sleep(shared.read_interval).await;
         }
         let now = Instant::now();
         let now_us = shared.clock.at_us(now);
@@ -361,8 +410,15 @@ async fn play(
         }
         skim.poll_transmit(&mut out);
         if !out.is_empty() {
-            // A few bytes, rarely: written in place, the socket has room.
-            flush(&mut stream, &mut out).await?;
+            // A few bytes, rarely: written straight away; whatever the socket does
+            // not take now goes out after the next read.
+            match stream.try_write(&out) {
+                Ok(n) => {
+                    out.drain(..n.min(out.len()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(format!("writing: {}", e.kind())),
+            }
         }
     }
 }

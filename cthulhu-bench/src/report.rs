@@ -49,6 +49,8 @@ pub struct FanoutReport {
     pub players_requested: usize,
     /// Of which probes.
     pub probes: usize,
+    /// Cheap players' pause after each read, ms (0: they read as data arrives).
+    pub read_interval_ms: f64,
     /// Players playing at the end of the window.
     pub players_connected: usize,
     /// Players that kept up (see [`KEPT_UP_RATIO`] and [`KEPT_UP_MAX_GAP_MS`]).
@@ -69,6 +71,9 @@ pub struct FanoutReport {
     pub latency: Latency,
     /// The server's resource use, with `--server-pid`.
     pub server: Option<ServerUsage>,
+    /// This tool's own CPU use over the window, % of one core (near 100: the tool,
+    /// not the server, may be the limit).
+    pub tool_cpu_percent: Option<f64>,
     /// Failure reasons and counts.
     pub failures: BTreeMap<String, u64>,
     /// Why the publisher stopped, if it did.
@@ -140,6 +145,9 @@ pub struct RelayReport {
     pub latency: Latency,
     /// The server's resource use, with `--server-pid`.
     pub server: Option<ServerUsage>,
+    /// This tool's own CPU use over the window, % of one core (near 100: the tool,
+    /// not the server, may be the limit).
+    pub tool_cpu_percent: Option<f64>,
     /// Each destination, by name.
     pub destinations: Vec<DestinationReport>,
     /// Failure reasons and counts.
@@ -212,6 +220,9 @@ impl FanoutReport {
         );
         let _ = writeln!(s, "  {}", latency_line(&self.latency));
         let _ = writeln!(s, "  {}", server_line(self.server.as_ref()));
+        if let Some(t) = self.tool_cpu_percent {
+            let _ = writeln!(s, "  loadgen itself: CPU {t:.1}%");
+        }
         if let Some(e) = &self.publisher_error {
             let _ = writeln!(s, "  publisher stopped: {e}");
         }
@@ -279,6 +290,9 @@ impl RelayReport {
             );
         }
         let _ = writeln!(s, "  {}", server_line(self.server.as_ref()));
+        if let Some(t) = self.tool_cpu_percent {
+            let _ = writeln!(s, "  loadgen itself: CPU {t:.1}%");
+        }
         if let Some(e) = &self.publisher_error {
             let _ = writeln!(s, "  publisher stopped: {e}");
         }

@@ -64,6 +64,8 @@ pub struct FanoutConfig {
     pub duration: Duration,
     /// Time a player has from TCP connect to `play`.
     pub setup_timeout: Duration,
+    /// Pause of cheap players after each read (see [`PlayerShared::read_interval`]).
+    pub read_interval: Duration,
     /// The server process to measure.
     pub server_pid: Option<u32>,
     /// A label copied into the report.
@@ -207,6 +209,20 @@ struct ServerProbe {
     pid: u32,
     ticks: u64,
     tck: u64,
+}
+
+/// This process's CPU ticks now, if readable.
+fn own_ticks() -> Option<u64> {
+    procstat::cpu_ticks(std::process::id()).ok()
+}
+
+/// CPU % of one core between two tick readings over `secs`.
+fn own_cpu_percent(before: Option<u64>, secs: f64) -> Option<f64> {
+    let (b, a) = (before?, own_ticks()?);
+    Some(
+        a.saturating_sub(b) as f64 / procstat::clock_ticks_per_sec() as f64 / secs.max(1e-9)
+            * 100.0,
+    )
 }
 
 impl ServerProbe {
@@ -391,6 +407,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         window: window.clone(),
         errors: errors.clone(),
         setup_timeout: cfg.setup_timeout,
+        read_interval: cfg.read_interval,
     });
     let latency_log = Arc::new(LatencyLog::new());
     let probe_ctx = ProbeCtx {
@@ -418,6 +435,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
     tokio::time::sleep(cfg.warmup).await;
 
     let server = ServerProbe::start(cfg.server_pid)?;
+    let tool_ticks = own_ticks();
     let start_us = clock.now_us();
     window.open(start_us);
     let sent_before = publisher.body_bytes();
@@ -429,6 +447,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
     let sent_after = publisher.body_bytes();
     let after = crowd.snapshot();
     let window_secs = end_us.saturating_sub(start_us) as f64 / 1e6;
+    let tool_cpu_percent = own_cpu_percent(tool_ticks, window_secs);
     let expected = sent_after.saturating_sub(sent_before);
 
     let verdicts: Vec<Verdict> = before
@@ -453,6 +472,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         label: cfg.label.clone(),
         players_requested: cfg.players,
         probes,
+        read_interval_ms: cfg.read_interval.as_secs_f64() * 1000.0,
         players_connected: connected.len(),
         players_kept_up: verdicts.iter().filter(|v| v.kept_up).count(),
         players_failed: after.iter().filter(|s| s.state == PeerState::Gone).count(),
@@ -463,6 +483,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         worst_gap_ms: connected.iter().map(|v| v.max_gap_ms).reduce(f64::max),
         latency,
         server,
+        tool_cpu_percent,
         failures: errors.counts(),
         publisher_error,
     })
@@ -489,6 +510,7 @@ pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, BenchError> {
         window: Arc::new(Window::new()),
         errors: errors.clone(),
         setup_timeout: cfg.setup_timeout,
+        read_interval: Duration::ZERO,
     });
     let crowd = Crowd::open(&shared, cfg.players, cfg.ramp_per_sec, 0, None, None).await;
     crowd
@@ -564,6 +586,7 @@ pub async fn run_relay(cfg: &RelayConfig) -> Result<RelayReport, BenchError> {
 
     let list = dests.list();
     let server = ServerProbe::start(cfg.server_pid)?;
+    let tool_ticks = own_ticks();
     let start_us = clock.now_us();
     window.open(start_us);
     let sent_before = publisher.body_bytes();
@@ -575,6 +598,7 @@ pub async fn run_relay(cfg: &RelayConfig) -> Result<RelayReport, BenchError> {
     let sent_after = publisher.body_bytes();
     let after: Vec<PeerSnapshot> = list.iter().map(|d| d.stats.snapshot()).collect();
     let window_secs = end_us.saturating_sub(start_us) as f64 / 1e6;
+    let tool_cpu_percent = own_cpu_percent(tool_ticks, window_secs);
     let expected = sent_after.saturating_sub(sent_before);
 
     let mut all_samples = Vec::new();
@@ -629,6 +653,7 @@ pub async fn run_relay(cfg: &RelayConfig) -> Result<RelayReport, BenchError> {
             unmatched: all_unmatched,
         },
         server,
+        tool_cpu_percent,
         destinations,
         failures: errors.counts(),
         publisher_error,

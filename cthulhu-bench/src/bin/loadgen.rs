@@ -60,6 +60,10 @@ struct Cli {
     /// Seconds a player has from TCP connect to `play`.
     #[arg(long, default_value_t = 20.0)]
     setup_timeout_secs: f64,
+    /// Cheap players pause this long after each read (0: read as soon as data
+    /// arrives). On loopback, how often receivers read changes the server's cost.
+    #[arg(long, default_value_t = 0.0)]
+    read_interval_ms: f64,
     /// The publisher's outbound RTMP chunk size.
     #[arg(long, default_value_t = 4096)]
     chunk_size: u32,
@@ -169,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             warmup: secs("warmup-secs", cli.warmup_secs)?,
             duration: secs("duration-secs", cli.duration_secs)?,
             setup_timeout,
+            read_interval: secs("read-interval-ms", cli.read_interval_ms / 1000.0)?,
             server_pid: cli.server_pid,
             label: cli.label.clone(),
         })
