@@ -59,7 +59,7 @@ pub enum SkimError {
     /// More distinct chunk streams than any real server uses.
     #[error("more than {MAX_CHUNK_STREAMS} chunk streams")]
     TooManyChunkStreams,
-    /// A control or command message longer than [`MAX_CAPTURE`] bytes.
+    /// A control or command message longer than 64 KiB.
     #[error("control message type {type_id} of {len} bytes is too long")]
     ControlTooLong {
         /// The message type.

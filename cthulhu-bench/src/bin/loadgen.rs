@@ -48,7 +48,8 @@ struct Cli {
     /// Players that also measure latency (full probes).
     #[arg(long, default_value_t = 5)]
     probes: usize,
-    /// Seconds between the last player connected and the measurement window.
+    /// Seconds between the last player connected and the measurement window. Make it
+    /// longer than the input's GOP: some servers start a player on the next keyframe.
     #[arg(long, default_value_t = 3.0)]
     warmup_secs: f64,
     /// Length of the measurement window, seconds.
