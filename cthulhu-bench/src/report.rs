@@ -277,7 +277,9 @@ impl RelayReport {
             self.window_secs, self.published_mbps, self.delivered_mbps
         );
         let _ = writeln!(s, "  overall {}", latency_line(&self.latency));
-        for d in &self.destinations {
+        // Every destination when there are few; otherwise those that fell behind.
+        let few = self.destinations.len() <= 10;
+        for d in self.destinations.iter().filter(|d| few || !d.kept_up) {
             let _ = writeln!(
                 s,
                 "  {}: {} {:.2} Mbit/s ({:.1}%), gap {:.0} ms, {}",
