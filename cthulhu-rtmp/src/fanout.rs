@@ -54,6 +54,9 @@ pub(crate) struct FanoutConfig {
     pub(crate) nodelay: bool,
     /// Byte cap of the serialized GOP kept for players that join mid-stream.
     pub(crate) gop_bytes: usize,
+    /// Audio waits up to this long for the next video message so that both go out in
+    /// one write (zero: every batch is written at once).
+    pub(crate) audio_hold: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -179,6 +182,15 @@ enum Kind {
 struct Msg {
     data: Bytes,
     kind: Kind,
+}
+
+impl Msg {
+    fn keep(data: Bytes) -> Self {
+        Self {
+            data,
+            kind: Kind::Keep,
+        }
+    }
 }
 
 struct Player {
@@ -419,6 +431,10 @@ struct Fanout {
     segments: Vec<Bytes>,
     players: Vec<Player>,
     batch: Vec<Msg>,
+    /// Whether the batch holds anything but audio (then it is written at once).
+    batch_urgent: bool,
+    /// When a batch of audio only is written if no video comes first.
+    hold_until: Option<Instant>,
     catch_up: CatchUp,
 }
 
@@ -441,6 +457,8 @@ impl Fanout {
             segments: Vec::new(),
             players: Vec::new(),
             batch: Vec::with_capacity(MAX_IOV),
+            batch_urgent: false,
+            hold_until: None,
             catch_up: CatchUp::default(),
         }
     }
@@ -470,6 +488,14 @@ impl Fanout {
                         let Some(ev) = self.cont.try_next(&mut self.sub) else { break };
                         self.event(ev);
                     }
+                    let hold = self.owner.config.audio_hold;
+                    if self.batch_urgent || hold.is_zero() || self.batch.len() >= MAX_IOV {
+                        self.deliver();
+                    } else if self.hold_until.is_none() && !self.batch.is_empty() {
+                        self.hold_until = Some(Instant::now() + hold);
+                    }
+                }
+                _ = sleep_until(self.hold_until), if self.hold_until.is_some() => {
                     self.deliver();
                 }
                 _ = tokio::time::sleep(BACKLOG_TICK), if backlogged => {
@@ -565,10 +591,8 @@ impl Fanout {
                 let c = &mut self.catch_up;
                 c.has_video = info.video().is_some();
                 c.metadata = Some(data.clone());
-                self.batch.push(Msg {
-                    data,
-                    kind: Kind::Keep,
-                });
+                self.batch.push(Msg::keep(data));
+                self.batch_urgent = true;
             }
             ContinuityEvent::Frame(f) => {
                 self.segments.clear();
@@ -597,6 +621,7 @@ impl Fanout {
                     Kind::Media
                 };
                 let msg = Msg { data, kind };
+                self.batch_urgent |= video || kind == Kind::Keep;
                 if kind != Kind::Keep && c.gop_valid && c.has_video {
                     c.gop_bytes += msg.data.len();
                     if c.gop_bytes > self.owner.config.gop_bytes {
@@ -648,6 +673,15 @@ impl Fanout {
             }
         }
         self.batch.clear();
+        self.batch_urgent = false;
+        self.hold_until = None;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -679,6 +713,7 @@ mod tests {
             stall_timeout: Duration::from_secs(30),
             nodelay: false,
             gop_bytes: 1 << 20,
+            audio_hold: Duration::ZERO,
         }
     }
 

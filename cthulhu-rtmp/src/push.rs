@@ -24,6 +24,9 @@ pub struct PushConfig {
     pub grace: Duration,
     /// A destination that accepts no bytes for this long is dropped and retried.
     pub write_timeout: Duration,
+    /// Audio waits up to this long for the next video frame so that both leave in one
+    /// write (zero: every batch is written at once). Video and configuration never wait.
+    pub audio_hold: Duration,
 }
 
 impl Default for PushConfig {
@@ -32,6 +35,7 @@ impl Default for PushConfig {
             client: ClientConfig::default(),
             grace: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
+            audio_hold: Duration::from_millis(40),
         }
     }
 }
@@ -152,12 +156,18 @@ impl Destination for RtmpPush {
         self.write(&mut client, &mut out).await?;
         // After (re)connecting, media starts on a video keyframe.
         let mut need_key = true;
+        // Set while `out` holds audio only, waiting for video to share its write.
+        let mut hold_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 biased;
                 _ = live.stopping() => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                     return Ok(());
+                }
+                _ = sleep_until(hold_until), if hold_until.is_some() => {
+                    hold_until = None;
+                    self.write(&mut client, &mut out).await?;
                 }
                 r = client.poll_server() => match r {
                     Ok(None) => {}
@@ -166,6 +176,7 @@ impl Destination for RtmpPush {
                 },
                 ev = next_event(&mut self.pending, &mut self.cont, &mut self.sub) => {
                     let Some(ev) = ev else {
+                        self.write(&mut client, &mut out).await?;
                         let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                         return Ok(());
                     };
@@ -174,6 +185,7 @@ impl Destination for RtmpPush {
                             if !self.admit(&f, &mut need_key) {
                                 continue;
                             }
+                            let mut urgent = f.kind() == MediaKind::Video || f.is_config();
                             from.frame(&f, &mut out)
                                 .map_err(|e| DestinationError::Push(e.to_string()))?;
                             // Batch whatever else is already queued (frames only).
@@ -181,6 +193,7 @@ impl Destination for RtmpPush {
                                 match self.cont.try_next(&mut self.sub) {
                                     Some(ContinuityEvent::Frame(f)) => {
                                         if self.admit(&f, &mut need_key) {
+                                            urgent |= f.kind() == MediaKind::Video || f.is_config();
                                             from.frame(&f, &mut out).map_err(|e| {
                                                 DestinationError::Push(e.to_string())
                                             })?;
@@ -193,17 +206,25 @@ impl Destination for RtmpPush {
                                     None => break,
                                 }
                             }
-                            self.write(&mut client, &mut out).await?;
+                            let hold = self.cfg.audio_hold;
+                            if urgent || hold.is_zero() || out.len() >= 256 {
+                                hold_until = None;
+                                self.write(&mut client, &mut out).await?;
+                            } else if hold_until.is_none() {
+                                hold_until = Some(tokio::time::Instant::now() + hold);
+                            }
                         }
                         ContinuityEvent::Updated(info) => {
                             from.metadata(&info, true, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
                             self.info = Some(info);
+                            hold_until = None;
                             self.write(&mut client, &mut out).await?;
                         }
                         ContinuityEvent::Resumed(info) | ContinuityEvent::Started(info) => {
                             info!(dest = %self.name, stream = %info.path, "Publisher back within grace: resuming");
                             from.metadata(&info, true, &mut out).map_err(|e| DestinationError::Push(e.to_string()))?;
                             self.info = Some(info);
+                            hold_until = None;
                             self.write(&mut client, &mut out).await?;
                         }
                         ContinuityEvent::Gap { dropped } => {
@@ -211,6 +232,7 @@ impl Destination for RtmpPush {
                         }
                         ContinuityEvent::Ended(reason) => {
                             info!(dest = %self.name, reason = %reason, "Stream over: unpublishing");
+                            self.write(&mut client, &mut out).await?;
                             let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
                             return Ok(());
                         }
@@ -218,6 +240,13 @@ impl Destination for RtmpPush {
                 }
             }
         }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -113,6 +113,10 @@ pub(crate) struct RtmpConfig {
     /// TCP_NODELAY on players' sockets (`player_nodelay`). Default false: Nagle's
     /// algorithm roughly halves the CPU per delivered Gbit/s for a few ms of latency.
     pub(crate) player_nodelay: bool,
+    /// Audio to players and push destinations waits up to this long for the next
+    /// video message, so both leave in one write (`audio_hold_ms`, 0 to 1000).
+    /// Default 40 ms.
+    pub(crate) audio_hold: Duration,
 }
 
 /// `[hub]`.
@@ -203,6 +207,7 @@ impl Default for RtmpConfig {
             idle_timeout: Duration::from_secs(30),
             play_stall_timeout: Duration::from_secs(30),
             player_nodelay: false,
+            audio_hold: Duration::from_millis(40),
         }
     }
 }
@@ -324,6 +329,7 @@ struct RawRtmp {
     idle_timeout_secs: Option<Spanned<i64>>,
     play_stall_timeout_secs: Option<Spanned<i64>>,
     player_nodelay: Option<bool>,
+    audio_hold_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -517,6 +523,10 @@ impl Checker<'_> {
                 d.play_stall_timeout,
             )?,
             player_nodelay: raw.player_nodelay.unwrap_or(d.player_nodelay),
+            audio_hold: self
+                .int(raw.audio_hold_ms.as_ref(), "rtmp.audio_hold_ms", 0..=1000)?
+                .map(Duration::from_millis)
+                .unwrap_or(d.audio_hold),
         })
     }
 

@@ -126,6 +126,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         idle_timeout: cfg.rtmp.idle_timeout,
         play_stall_timeout: cfg.rtmp.play_stall_timeout,
         player_nodelay: cfg.rtmp.player_nodelay,
+        audio_hold: cfg.rtmp.audio_hold,
     };
     let server = RtmpServer::bind(
         cfg.rtmp.listen,
@@ -146,6 +147,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     let mut dests = Destinations {
         hub: hub.clone(),
         chunk_size: cfg.rtmp.chunk_size,
+        audio_hold: cfg.rtmp.audio_hold,
         grace: cfg.hub.publisher_grace,
         running: HashMap::new(),
     };
@@ -205,6 +207,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
 struct Destinations {
     hub: Hub,
     chunk_size: u32,
+    audio_hold: std::time::Duration,
     grace: std::time::Duration,
     running: HashMap<(StreamPath, String), SupervisorHandle>,
 }
@@ -242,6 +245,7 @@ impl Destinations {
                     ..Default::default()
                 },
                 grace: self.grace,
+                audio_hold: self.audio_hold,
                 ..PushConfig::default()
             };
             let redacted = url.redacted();

@@ -191,7 +191,7 @@ fn unknown_keys() {
     assert_error(
         "[rtmp]\nlisten_addr = \"127.0.0.1:1935\"\n",
         "cthulhu.toml:2:1: rtmp.listen_addr: unknown field `listen_addr`, expected one of \
-         `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`",
+         `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`, `audio_hold_ms`",
     );
     assert_error(
         "[hub]\n[srt]\nlisten = 1\n",
