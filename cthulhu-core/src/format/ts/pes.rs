@@ -175,15 +175,19 @@ mod tests {
 
     #[test]
     fn matches_ffmpeg_pts_encoding() {
-        // ffmpeg's first video PES: PTS 133200 (1.48 s), DTS 126000 (1.4 s)
+        // the first video PES header of `ffmpeg -c:v libx264 -f mpegts`: PTS 132000,
+        // DTS 126000 (ffmpeg's 1.4 s start, two frames of B-frame delay)
         let h = [
-            0, 0, 1, 0xE0, 0, 0, 0x80, 0xC0, 0x0A, 0x31, 0x00, 0x09, 0x10, 0xA1, 0x11, 0x00, 0x07,
+            0, 0, 1, 0xE0, 0, 0, 0x80, 0xC0, 0x0A, 0x31, 0x00, 0x09, 0x07, 0x41, 0x11, 0x00, 0x07,
             0xD8, 0x61,
         ];
         let p = parse_header(&h).unwrap();
-        assert_eq!((p.pts, p.dts), (Some(133_200), Some(126_000)));
-        let (ours, _) = write_header(0xE0, 133_200, Some(126_000), 0);
-        assert_eq!(ours[9..], h[9..]);
+        assert_eq!((p.pts, p.dts), (Some(132_000), Some(126_000)));
+        let (ours, _) = write_header(0xE0, 132_000, Some(126_000), 70_000);
+        // the same but for data_alignment_indicator, which this muxer sets
+        assert_eq!(ours[..6], h[..6]);
+        assert_eq!(ours[6], 0x84);
+        assert_eq!(ours[7..], h[7..]);
     }
 
     #[test]
