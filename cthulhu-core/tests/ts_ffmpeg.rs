@@ -10,6 +10,9 @@
 //! Each test prints a note and passes when ffmpeg (or an encoder it needs) is not
 //! installed.
 
+// test helpers outside #[test] functions: failures are test failures.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use std::path::Path;
 use std::process::Command;
 
