@@ -345,9 +345,24 @@ impl TsDemuxer {
     /// taken when it starts with a sync byte and the byte after it (when already
     /// there) is one too; other bytes are skipped ([`TsError::SyncLost`]).
     pub fn push(&mut self, data: &[u8]) {
-        self.input.extend_from_slice(data);
-        let input = std::mem::take(&mut self.input);
-        let mut rest: &[u8] = &input;
+        if self.input.is_empty() {
+            // the common case (pushes of whole packets): no staging copy
+            let consumed = self.take_packets(data);
+            self.input
+                .extend_from_slice(data.get(consumed..).unwrap_or(&[]));
+        } else {
+            self.input.extend_from_slice(data);
+            let input = std::mem::take(&mut self.input);
+            let consumed = self.take_packets(&input);
+            self.input = input;
+            self.input.advance(consumed);
+        }
+    }
+
+    /// Handles the packets at the start of `data` and skips garbage; returns the
+    /// bytes consumed (all but less than a packet).
+    fn take_packets(&mut self, data: &[u8]) -> usize {
+        let mut rest = data;
         while let Some((pkt, after)) = rest.split_first_chunk::<PACKET_SIZE>() {
             if pkt[0] == SYNC_BYTE && after.first().is_none_or(|&b| b == SYNC_BYTE) {
                 self.handle_packet(pkt);
@@ -358,9 +373,7 @@ impl TsDemuxer {
                 rest = rest.get(skip..).unwrap_or(&[]);
             }
         }
-        let consumed = input.len() - rest.len();
-        self.input = input;
-        self.input.advance(consumed);
+        data.len() - rest.len()
     }
 
     /// Ends the input: completes the PES packets still open (a video PES of unknown
