@@ -496,7 +496,7 @@ impl TsDemuxer {
             match (is_pat, s.table_id) {
                 (true, TABLE_PAT) => {
                     if let Some(&(program, pmt_pid)) = parse_pat(s.body).first()
-                        && self.pmt_pid != Some(pmt_pid)
+                        && (self.pmt_pid, self.program) != (Some(pmt_pid), Some(program))
                     {
                         self.pmt_pid = Some(pmt_pid);
                         self.program = Some(program);
@@ -506,7 +506,11 @@ impl TsDemuxer {
                 }
                 (false, TABLE_PMT) if Some(s.id) == self.program => match parse_pmt(s.body) {
                     Ok(pmt) => {
-                        if self.current_pmt.as_ref() != Some(&(s.version, pmt.clone())) {
+                        let repeated = self
+                            .current_pmt
+                            .as_ref()
+                            .is_some_and(|(v, current)| *v == s.version && *current == pmt);
+                        if !repeated {
                             self.apply_pmt(&pmt);
                             self.current_pmt = Some((s.version, pmt));
                         }
@@ -565,7 +569,8 @@ impl TsDemuxer {
                 TrackInfo::new(s.track, Codec::from_config(s.kind.codec(), config))
             })
             .collect();
-        if tracks != self.tracks || self.tracks.is_empty() {
+        // on the first PMT of a program, and when the tracks change
+        if tracks != self.tracks || self.current_pmt.is_none() {
             self.tracks = tracks.clone();
             self.out.events.push_back(TsEvent::Tracks(tracks));
         }
