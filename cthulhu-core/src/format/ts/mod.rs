@@ -18,15 +18,20 @@
 //!   with an OpusHead CONFIG frame.
 //!
 //! Elementary streams: H.264 (stream type 0x1B), HEVC (0x24), AAC in ADTS (0x0F)
-//! and Opus (0x06 with the `Opus` registration descriptor). One PES carries one
-//! video access unit; an audio PES may carry several frames. Only the first program
-//! of the PAT is demuxed.
+//! and Opus (0x06 with the `Opus` registration descriptor). Limits of the demuxer:
+//! one PES carries one video access unit (as every common muxer writes it); an
+//! audio PES may carry several frames, but an ADTS frame split across two PES is
+//! dropped; Opus trim and control extensions are skipped, and only mono and stereo
+//! Opus get an OpusHead; only the first program of the PAT is demuxed. A video PES
+//! of unknown length (PES_packet_length 0, as ffmpeg writes) is complete only when
+//! the next one starts, one frame later.
 //!
 //! Timestamps: PTS, DTS and PCR bases are 33-bit 90 kHz values; the demuxer extends
 //! them into one 64-bit timeline per program (each value is taken as the one nearest
-//! the previous value, so a wrap every 26.5 hours continues the timeline), starting
-//! at the first value seen. The muxer writes timestamps modulo 2^33, so frames with
-//! timestamps in `0..2^33` come back unchanged.
+//! the previous value, so the wrap every 26.5 hours continues the timeline), starting
+//! at the first value seen. The muxer writes timestamps modulo 2^33. So frames come
+//! back with their timestamps when the first is in `0..2^33` and each is within
+//! 2^32 ticks (13 hours) of the one before.
 
 mod annexb;
 mod demux;

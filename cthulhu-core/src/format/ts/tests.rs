@@ -905,3 +905,30 @@ fn video_before_parameter_sets_is_dropped() {
     assert_eq!(d.frames().count(), 0);
     assert_eq!(d.tracks.len(), 1);
 }
+
+#[test]
+fn pcr_follows_a_timeline_that_goes_back() {
+    let (tracks, mut frames) = sample_frames(90, 100);
+    // the publisher restarts: the same 3 s again, from 0 (a jump back of less
+    // than a second is taken for jitter: the PCR holds until the DTS catch up)
+    let again: Vec<Frame> = frames.iter().filter(|f| !f.is_config()).cloned().collect();
+    frames.extend(again);
+    let ts = mux_all(&tracks, &frames);
+    let discontinuities = packets(&ts)
+        .iter()
+        .filter(|p| p.2.first().is_some_and(|f| f & 0x90 == 0x90))
+        .count();
+    assert_eq!(discontinuities, 1, "one PCR marks the new time base");
+    let out = demux(&ts, &[]);
+    let bases: Vec<i64> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            TsEvent::Pcr(p) => Some(p.base.ticks()),
+            _ => None,
+        })
+        .collect();
+    let back = bases.windows(2).filter(|w| w[1] < w[0]).count();
+    assert_eq!(back, 1, "{bases:?}");
+    assert!(out.errors().is_empty());
+}
