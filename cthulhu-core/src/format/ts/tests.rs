@@ -333,8 +333,6 @@ fn cuts() -> impl Strategy<Value = Vec<usize>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
     #[test]
     fn mux_then_demux_gives_the_frames_back((tracks, frames) in stream(), cuts in cuts()) {
         let ts = mux_all(&tracks, &frames);
