@@ -480,7 +480,7 @@ pub fn details(record: &Bytes) -> Result<CodecDetails, CodecError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::bitreader::BitWriter;
     use crate::codec::h264::tests::hex;

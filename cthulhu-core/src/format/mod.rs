@@ -3,3 +3,4 @@
 //! caller writes itself.
 
 pub mod flv;
+pub mod ts;
