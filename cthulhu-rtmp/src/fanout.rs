@@ -285,7 +285,7 @@ impl Player {
         let mut written = if iov.is_empty() {
             0
         } else {
-            match self.sock.try_write_vectored(iov) {
+            match write_now(&self.sock, iov) {
                 Ok(n) => {
                     self.last_progress = now;
                     n
@@ -367,7 +367,7 @@ impl Player {
                 iov[n] = IoSlice::new(&m.data);
                 n += 1;
             }
-            let mut written = match self.sock.try_write_vectored(&iov[..n]) {
+            let mut written = match write_now(&self.sock, &iov[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -405,6 +405,16 @@ impl Player {
             let _ = exit.send(reason);
         }
     }
+}
+
+/// One nonblocking `sendmsg` on the player's socket.
+///
+/// Straight to the socket rather than through tokio's `try_write_vectored`: the
+/// fan-out never waits for writability (backlogs are retried on new messages and on
+/// a timer), so tokio's readiness bookkeeping is pure overhead here; profiling
+/// showed it at about 7% of the server's CPU at 3000 players.
+fn write_now(sock: &TcpStream, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_vectored(iov)
 }
 
 /// What a player joining mid-stream is sent first.
