@@ -4,7 +4,7 @@
 //! feed the session, write its responses in order, act on its events. The application
 //! decides through a [`Router`]: the session asks, the router answers. Once a player's
 //! play request is accepted, its socket's write side belongs to the stream's fan-out
-//! ([`crate::fanout`]): one task per stream serializes each message once and writes it
+//! (`fanout.rs`): one task per stream serializes each message once and writes it
 //! to every player; the connection task keeps reading and sends its session's answers
 //! through the fan-out, in order with the media.
 //!
