@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::chunk::TYPE_AGGREGATE;
+use crate::chunk::{TYPE_AGGREGATE, write_segments};
 use crate::error::{RtmpError, guarded};
 use crate::fanout::{FanoutConfig, Fanouts, PlayerHandle};
 use crate::to_core::{self, ToCore};
@@ -344,8 +344,14 @@ impl Connection {
             }
             return Ok(());
         }
+        // Until the player joins a fan-out, this task holds the only reference.
+        let Some(sock) = Arc::get_mut(&mut self.sock) else {
+            return Err(RtmpError::Protocol(
+                "connection output while its socket is shared".into(),
+            ));
+        };
         let stall = self.ctx.config.play_stall_timeout;
-        match tokio::time::timeout(stall, write_all(&self.sock, &mut self.out)).await {
+        match tokio::time::timeout(stall, write_segments(sock, &mut self.out)).await {
             Ok(r) => Ok(r?),
             Err(_) => Err(RtmpError::StallTimeout(stall.as_secs())),
         }
@@ -609,41 +615,6 @@ async fn read_some(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Writes every segment (vectored, handling partial writes), emptying `out`.
-async fn write_all(sock: &TcpStream, out: &mut Vec<Bytes>) -> io::Result<()> {
-    let mut start = 0;
-    while start < out.len() {
-        sock.writable().await?;
-        let iov: Vec<io::IoSlice<'_>> = out[start..]
-            .iter()
-            .take(64)
-            .map(|b| io::IoSlice::new(b))
-            .collect();
-        let mut n = match sock.try_write_vectored(&iov) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        drop(iov);
-        while n > 0 {
-            let Some(seg) = out.get_mut(start) else { break };
-            if n >= seg.len() {
-                n -= seg.len();
-                start += 1;
-            } else {
-                *seg = seg.slice(n..);
-                n = 0;
-            }
-        }
-        while out.get(start).is_some_and(Bytes::is_empty) {
-            start += 1;
-        }
-    }
-    out.clear();
-    Ok(())
 }
 
 /// Bytes a client sends in the handshake (C0, C1, C2).
