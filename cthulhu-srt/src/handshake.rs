@@ -1,0 +1,508 @@
+//! Raw inspection of SRT handshake packets before srt-protocol parses them.
+//!
+//! No I/O here. srt-protocol 0.4.4 panics on parts of a conclusion handshake
+//! that any libsrt caller can send (congestion, packet filter and group
+//! extensions, mismatched key lengths), so the listener looks at the raw bytes
+//! first: it refuses what we do not support with a clear reason, strips what
+//! is harmless, and normalises the key-length field, so that srt-protocol only
+//! ever sees requests it handles.
+//!
+//! Layout (all big-endian): a 16-byte SRT header (`F|type`, reserved,
+//! additional info, timestamp, destination socket id), then the 48-byte
+//! handshake (version, encryption field + extension flags, initial sequence
+//! number, MTU, flow window, handshake type, socket id, SYN cookie, peer IP),
+//! then extensions (`type: u16`, `length in 32-bit words: u16`, content).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::config::KeySize;
+use crate::reject::Reject;
+
+/// SRT header length.
+pub(crate) const HEADER_LEN: usize = 16;
+/// SRT header plus the fixed handshake part.
+pub(crate) const HANDSHAKE_LEN: usize = HEADER_LEN + 48;
+
+/// Handshake type of a caller's first packet.
+pub(crate) const INDUCTION: i32 = 1;
+/// Handshake type of a caller's second packet and the listener's answer.
+pub(crate) const CONCLUSION: i32 = -1;
+
+const EXT_HSREQ: u16 = 1;
+const EXT_KMREQ: u16 = 3;
+const EXT_SID: u16 = 5;
+const EXT_CONGESTION: u16 = 6;
+const EXT_FILTER: u16 = 7;
+const EXT_GROUP: u16 = 8;
+
+/// `SRT_OPT_TSBPDSND | SRT_OPT_TSBPDRCV`.
+const FLAGS_TSBPD: u32 = 0x1 | 0x2;
+/// `SRT_OPT_STREAM`: the caller uses the stream (file) API, not messages.
+const FLAG_STREAM: u32 = 0x40;
+
+fn u16_at(d: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(d.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn u32_at(d: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(d.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The fields of a handshake control packet the dispatcher routes by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HandshakeHeader {
+    /// Destination socket id (0 for connection requests).
+    pub(crate) dest_sockid: u32,
+    /// Handshake version (4 or 5).
+    pub(crate) version: u32,
+    /// Handshake type: 1 induction, -1 conclusion, ≥ 1000 rejection.
+    pub(crate) shake_type: i32,
+    /// The sender's socket id.
+    pub(crate) socket_id: u32,
+}
+
+/// Destination socket id of any SRT packet (`None` if shorter than a header).
+pub(crate) fn dest_sockid(d: &[u8]) -> Option<u32> {
+    u32_at(d, 12)
+}
+
+/// The handshake header if `d` is a complete handshake control packet.
+pub(crate) fn handshake_header(d: &[u8]) -> Option<HandshakeHeader> {
+    let first = u16_at(d, 0)?;
+    // Control bit set, control type 0 (handshake).
+    if first != 0x8000 || d.len() < HANDSHAKE_LEN {
+        return None;
+    }
+    Some(HandshakeHeader {
+        dest_sockid: u32_at(d, 12)?,
+        version: u32_at(d, HEADER_LEN)?,
+        shake_type: i32::from_be_bytes(d.get(HEADER_LEN + 20..HEADER_LEN + 24)?.try_into().ok()?),
+        socket_id: u32_at(d, HEADER_LEN + 24)?,
+    })
+}
+
+/// What the listener learned from a supported HSv5 conclusion request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Conclusion {
+    /// The packet to give srt-protocol (possibly rewritten, see module docs).
+    pub(crate) packet: Bytes,
+    /// The caller sent key material (it has a passphrase).
+    pub(crate) encrypted: bool,
+    /// The key length the caller asked for: from its key material when
+    /// encrypted, else the handshake's encryption field.
+    pub(crate) key_size: KeySize,
+}
+
+/// A conclusion request we refuse, with the code for the caller and the
+/// reason for our log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Unsupported {
+    /// The rejection code sent to the caller.
+    pub(crate) reject: Reject,
+    /// Why, for the log (never contains secrets).
+    pub(crate) reason: String,
+}
+
+fn unsupported(reject: Reject, reason: impl Into<String>) -> Unsupported {
+    Unsupported {
+        reject,
+        reason: reason.into(),
+    }
+}
+
+/// Decodes a string extension (libsrt stores it in 32-bit words, each in
+/// little-endian byte order, padded with NULs).
+fn ext_string(content: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(content.len());
+    for word in content.chunks(4) {
+        bytes.extend(word.iter().rev());
+    }
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Checks an HSv5 conclusion request (`d` must be a handshake packet with
+/// version 5 and type conclusion) and returns the packet srt-protocol may see.
+pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
+    let key_field = u16_at(d, HEADER_LEN + 4)
+        .ok_or_else(|| unsupported(Reject::BadRequest, "truncated handshake"))?;
+    let mut encrypted = false;
+    let mut km_key_len = None;
+    let mut hs_flags = None;
+    // Extension byte ranges srt-protocol may see; others are stripped.
+    let mut kept: Vec<(usize, usize)> = Vec::new();
+    let mut stripped = false;
+    let mut at = HANDSHAKE_LEN;
+    while d.len() >= at + 4 {
+        let ext_type = u16_at(d, at).unwrap_or(0);
+        let words = usize::from(u16_at(d, at + 2).unwrap_or(0));
+        let end = at + 4 + words * 4;
+        let Some(content) = d.get(at + 4..end) else {
+            return Err(unsupported(
+                Reject::BadRequest,
+                "truncated handshake extension",
+            ));
+        };
+        match ext_type {
+            EXT_HSREQ => {
+                hs_flags = u32_at(content, 4);
+                kept.push((at, end));
+            }
+            EXT_KMREQ => {
+                encrypted = true;
+                // KLen/4 is byte 15 of the keying material message.
+                km_key_len = content.get(15).map(|k| u16::from(*k) * 4);
+                kept.push((at, end));
+            }
+            EXT_SID => kept.push((at, end)),
+            EXT_CONGESTION => {
+                let name = ext_string(content);
+                if name != "live" {
+                    return Err(unsupported(
+                        Reject::Congestion,
+                        format!(
+                            "congestion control {name:?} (file mode, transtype=file) is not supported; only live mode"
+                        ),
+                    ));
+                }
+                stripped = true;
+            }
+            EXT_FILTER => {
+                return Err(unsupported(
+                    Reject::Filter,
+                    format!(
+                        "packet filter {:?} (FEC, packetfilter=) is not supported",
+                        ext_string(content)
+                    ),
+                ));
+            }
+            EXT_GROUP => {
+                return Err(unsupported(
+                    Reject::Group,
+                    "socket groups (connection bonding) are not supported",
+                ));
+            }
+            // Responses in a request, or kinds srt-protocol would pass on.
+            2 | 4 => kept.push((at, end)),
+            _ => stripped = true,
+        }
+        at = end;
+    }
+    if at != d.len() {
+        // Trailing bytes that are not a whole extension: srt-protocol warns and
+        // ignores them; drop them.
+        stripped = true;
+    }
+
+    let flags = hs_flags.ok_or_else(|| {
+        unsupported(
+            Reject::Version,
+            "no SRT handshake extension (HSREQ) in the conclusion",
+        )
+    })?;
+    if flags & FLAG_STREAM != 0 {
+        return Err(unsupported(
+            Reject::MessageApi,
+            "stream API (messageapi=0, file transfer) is not supported; only live mode",
+        ));
+    }
+    if flags & FLAGS_TSBPD == 0 {
+        return Err(unsupported(
+            Reject::Congestion,
+            "caller does not use TSBPD (not live mode); only live mode is supported",
+        ));
+    }
+
+    let field_len = key_field << 3;
+    let key_size = if encrypted {
+        let len = km_key_len.unwrap_or(0);
+        match KeySize::from_bytes(len) {
+            Some(k) if k != KeySize::Unspecified => k,
+            _ => {
+                return Err(unsupported(
+                    Reject::Unsecure,
+                    format!("key material with an invalid key length of {len} bytes"),
+                ));
+            }
+        }
+    } else {
+        KeySize::from_bytes(field_len).unwrap_or_default()
+    };
+
+    // srt-protocol compares our key length with the handshake's encryption
+    // field (and panics on a mismatch); the key material is what counts.
+    let fix_key_field = encrypted && field_len != key_size.bytes();
+    let packet = if stripped || fix_key_field {
+        let mut out = BytesMut::with_capacity(d.len());
+        out.extend_from_slice(&d[..HANDSHAKE_LEN]);
+        if fix_key_field {
+            let field = (key_size.bytes() >> 3).to_be_bytes();
+            out[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&field);
+        }
+        for (start, end) in kept {
+            out.put_slice(&d[start..end]);
+        }
+        out.freeze()
+    } else {
+        d.clone()
+    };
+    Ok(Conclusion {
+        packet,
+        encrypted,
+        key_size,
+    })
+}
+
+/// A handshake rejection answering `request` (a handshake packet of at least
+/// [`HANDSHAKE_LEN`] bytes), built without srt-protocol: the request's fixed
+/// part with the type set to the rejection code, addressed to the caller's
+/// socket id, without extensions.
+pub(crate) fn rejection(request: &[u8], reject: Reject, our_sockid: u32) -> Option<Bytes> {
+    let hs = request.get(..HANDSHAKE_LEN)?;
+    let caller_sockid = u32_at(hs, HEADER_LEN + 24)?;
+    let mut out = BytesMut::from(hs);
+    // Control packet, type handshake; reserved and additional info zero.
+    out[0..8].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0]);
+    out[12..16].copy_from_slice(&caller_sockid.to_be_bytes());
+    // No encryption field, no extension flags.
+    out[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&[0; 4]);
+    out[HEADER_LEN + 20..HEADER_LEN + 24].copy_from_slice(&reject.code().to_be_bytes());
+    out[HEADER_LEN + 24..HEADER_LEN + 28].copy_from_slice(&our_sockid.to_be_bytes());
+    Some(out.freeze())
+}
+
+/// A stream id fit for logs: in the SRT access-control syntax
+/// (`#!::r=live/x,m=publish,s=KEY`) the values of `s` (and of keys named like
+/// secrets) are replaced by `***`; any other syntax is not shown at all, only
+/// its length, since we cannot tell where a key would be.
+pub fn redact_stream_id(stream_id: &str) -> String {
+    let Some(body) = stream_id.strip_prefix("#!::") else {
+        return format!("<{} bytes>", stream_id.len());
+    };
+    let fields: Vec<String> = body
+        .split(',')
+        .map(|field| match field.split_once('=') {
+            Some((k, _))
+                if matches!(
+                    k.trim().to_ascii_lowercase().as_str(),
+                    "s" | "key" | "pass" | "passphrase" | "password" | "token" | "secret"
+                ) =>
+            {
+                format!("{k}=***")
+            }
+            Some(_) => field.to_owned(),
+            None => "***".to_owned(),
+        })
+        .collect();
+    format!("#!::{}", fields.join(","))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Encodes a string extension the way libsrt does.
+    fn ext_str(s: &str) -> Vec<u8> {
+        let mut b = s.as_bytes().to_vec();
+        while !b.len().is_multiple_of(4) {
+            b.push(0);
+        }
+        b.chunks(4)
+            .flat_map(|w| w.iter().rev().copied().collect::<Vec<_>>())
+            .collect()
+    }
+
+    fn ext(ty: u16, content: &[u8]) -> Vec<u8> {
+        let mut v = ty.to_be_bytes().to_vec();
+        v.extend_from_slice(&u16::try_from(content.len() / 4).unwrap().to_be_bytes());
+        v.extend_from_slice(content);
+        v
+    }
+
+    fn hsreq(flags: u32) -> Vec<u8> {
+        let mut c = 0x0001_0501_u32.to_be_bytes().to_vec();
+        c.extend_from_slice(&flags.to_be_bytes());
+        c.extend_from_slice(&[0, 120, 0, 120]);
+        ext(EXT_HSREQ, &c)
+    }
+
+    fn kmreq(key_len: u8) -> Vec<u8> {
+        let mut c = vec![
+            0x12,
+            0x20,
+            0x29,
+            0x01,
+            0,
+            0,
+            0,
+            0,
+            2,
+            0,
+            2,
+            0,
+            0,
+            0,
+            4,
+            key_len / 4,
+        ];
+        c.extend_from_slice(&[0xAA; 16]); // salt
+        c.extend(std::iter::repeat_n(0xBB, usize::from(key_len) + 8)); // wrapped key
+        ext(EXT_KMREQ, &c)
+    }
+
+    /// A conclusion request with the given key field and extensions.
+    pub(crate) fn conclusion(key_field_bytes: u16, exts: &[Vec<u8>]) -> Bytes {
+        let mut d = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+        d.extend_from_slice(&5u32.to_be_bytes());
+        d.extend_from_slice(&(key_field_bytes >> 3).to_be_bytes());
+        d.extend_from_slice(&0x0005u16.to_be_bytes());
+        d.extend_from_slice(&1234u32.to_be_bytes()); // isn
+        d.extend_from_slice(&1500u32.to_be_bytes());
+        d.extend_from_slice(&8192u32.to_be_bytes());
+        d.extend_from_slice(&CONCLUSION.to_be_bytes());
+        d.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // caller socket id
+        d.extend_from_slice(&77i32.to_be_bytes()); // cookie
+        d.extend_from_slice(&[127, 0, 0, 1]);
+        d.extend_from_slice(&[0; 12]);
+        for e in exts {
+            d.extend_from_slice(e);
+        }
+        Bytes::from(d)
+    }
+
+    #[test]
+    fn routes_handshakes_only() {
+        let c = conclusion(0, &[hsreq(0xBF)]);
+        let h = handshake_header(&c).unwrap();
+        assert_eq!(h.shake_type, CONCLUSION);
+        assert_eq!(h.version, 5);
+        assert_eq!(h.socket_id, 0x0102_0304);
+        assert_eq!(h.dest_sockid, 0);
+        assert_eq!(handshake_header(&c[..40]), None);
+        let mut data = c.to_vec();
+        data[0] = 0x00; // data packet
+        assert_eq!(handshake_header(&data), None);
+        data[0] = 0x80;
+        data[1] = 2; // ACK
+        assert_eq!(handshake_header(&data), None);
+        assert_eq!(dest_sockid(&[0; 15]), None);
+    }
+
+    #[test]
+    fn plain_live_request_passes_unchanged() {
+        let c = conclusion(0, &[hsreq(0xBF), ext(EXT_SID, &ext_str("#!::r=live/a"))]);
+        let got = inspect_conclusion(&c).unwrap();
+        assert_eq!(got.packet, c);
+        assert!(!got.encrypted);
+        assert_eq!(got.key_size, KeySize::Unspecified);
+    }
+
+    #[test]
+    fn file_mode_fec_groups_and_stream_api_are_refused() {
+        let file = conclusion(0, &[hsreq(0xBF), ext(EXT_CONGESTION, &ext_str("file"))]);
+        assert_eq!(
+            inspect_conclusion(&file).unwrap_err().reject,
+            Reject::Congestion
+        );
+        let fec = conclusion(0, &[hsreq(0xBF), ext(EXT_FILTER, &ext_str("fec,cols:10"))]);
+        let err = inspect_conclusion(&fec).unwrap_err();
+        assert_eq!(err.reject, Reject::Filter);
+        assert!(err.reason.contains("fec,cols:10"), "{}", err.reason);
+        let group = conclusion(0, &[hsreq(0xBF), ext(EXT_GROUP, &[0; 8])]);
+        assert_eq!(
+            inspect_conclusion(&group).unwrap_err().reject,
+            Reject::Group
+        );
+        let stream = conclusion(0, &[hsreq(0xBF | FLAG_STREAM)]);
+        assert_eq!(
+            inspect_conclusion(&stream).unwrap_err().reject,
+            Reject::MessageApi
+        );
+        let no_tsbpd = conclusion(0, &[hsreq(0xBC)]);
+        assert_eq!(
+            inspect_conclusion(&no_tsbpd).unwrap_err().reject,
+            Reject::Congestion
+        );
+        let no_hs = conclusion(0, &[]);
+        assert_eq!(
+            inspect_conclusion(&no_hs).unwrap_err().reject,
+            Reject::Version
+        );
+        let mut truncated = conclusion(0, &[hsreq(0xBF)]).to_vec();
+        truncated.truncate(truncated.len() - 2);
+        let truncated = Bytes::from(truncated);
+        assert_eq!(
+            inspect_conclusion(&truncated).unwrap_err().reject,
+            Reject::BadRequest
+        );
+    }
+
+    #[test]
+    fn live_congestion_and_unknown_extensions_are_stripped() {
+        let c = conclusion(
+            0,
+            &[
+                hsreq(0xBF),
+                ext(EXT_CONGESTION, &ext_str("live")),
+                ext(42, &[1, 2, 3, 4]),
+            ],
+        );
+        let got = inspect_conclusion(&c).unwrap();
+        assert_eq!(got.packet, conclusion(0, &[hsreq(0xBF)]));
+    }
+
+    #[test]
+    fn key_length_comes_from_key_material() {
+        let c = conclusion(32, &[hsreq(0xBF), kmreq(32)]);
+        let got = inspect_conclusion(&c).unwrap();
+        assert!(got.encrypted);
+        assert_eq!(got.key_size, KeySize::Aes256);
+        assert_eq!(got.packet, c);
+        // Field and key material disagree: the field is rewritten.
+        let c = conclusion(16, &[hsreq(0xBF), kmreq(24)]);
+        let got = inspect_conclusion(&c).unwrap();
+        assert_eq!(got.key_size, KeySize::Aes192);
+        assert_eq!(got.packet, conclusion(24, &[hsreq(0xBF), kmreq(24)]));
+        let bad = conclusion(16, &[hsreq(0xBF), kmreq(20)]);
+        assert_eq!(
+            inspect_conclusion(&bad).unwrap_err().reject,
+            Reject::Unsecure
+        );
+    }
+
+    #[test]
+    fn rejection_packet_addresses_the_caller() {
+        let c = conclusion(0, &[hsreq(0xBF)]);
+        let r = rejection(&c, Reject::Filter, 0xDEAD_BEEF).unwrap();
+        assert_eq!(r.len(), HANDSHAKE_LEN);
+        let h = handshake_header(&r).unwrap();
+        assert_eq!(h.shake_type, 1014);
+        assert_eq!(h.dest_sockid, 0x0102_0304);
+        assert_eq!(h.socket_id, 0xDEAD_BEEF);
+        // srt-protocol's caller understands it.
+        let p = srt_protocol::packet::Packet::parse(&mut &r[..], false).unwrap();
+        let srt_protocol::packet::Packet::Control(ctl) = p else {
+            panic!("not a control packet")
+        };
+        let srt_protocol::packet::ControlTypes::Handshake(hs) = ctl.control_type else {
+            panic!("not a handshake")
+        };
+        assert_eq!(
+            hs.shake_type,
+            srt_protocol::packet::ShakeType::Rejection(Reject::Filter.to_protocol())
+        );
+        assert_eq!(rejection(&c[..20], Reject::Filter, 1), None);
+    }
+
+    #[test]
+    fn stream_ids_are_redacted() {
+        assert_eq!(
+            redact_stream_id("#!::r=live/studio,m=publish,s=hunter2"),
+            "#!::r=live/studio,m=publish,s=***"
+        );
+        assert_eq!(redact_stream_id("#!::u=a,token=xyz"), "#!::u=a,token=***");
+        assert_eq!(redact_stream_id("live/studio?key=abc"), "<19 bytes>");
+    }
+}

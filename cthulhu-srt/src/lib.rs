@@ -1,0 +1,51 @@
+//! # cthulhu-srt
+//!
+//! SRT transport for Cthulhu: a listener ([`SrtListener`]), a caller
+//! ([`connect`]) and the connection driver ([`SrtConnection`]), written as
+//! thin tokio tasks around the sans-IO `srt-protocol` crate (0.4.4). Live mode
+//! only (TSBPD, messages of up to [`MAX_PAYLOAD`] bytes, usually MPEG-TS);
+//! AES-128/192/256 encryption per connection.
+//!
+//! Robustness against srt-protocol 0.4.4, whose handshake code panics on some
+//! inputs any libsrt caller can send:
+//!
+//! * Per-peer state only: each peer in handshake has its own `Listen` state
+//!   machine and each connection its own `DuplexConnection`; key settings come
+//!   per connection from [`Incoming::accept`].
+//! * Conclusion requests are checked on the raw bytes first: file mode
+//!   (`transtype=file`, congestion `file`, stream API), packet filters (FEC),
+//!   socket groups and encryption mismatches are refused with an SRT rejection
+//!   code and a logged reason before srt-protocol sees them.
+//! * Every call into srt-protocol runs under `catch_unwind`: a panic ends
+//!   only that peer's handshake or connection (logged as a bug in the
+//!   dependency); the listener keeps serving. (Needs `panic = "unwind"`.)
+//! * Every queue is bounded: datagrams for a connection whose driver falls
+//!   behind and messages for a reader that falls behind are dropped and
+//!   counted ([`ConnectionStats`]), never waited on; the handshake table is
+//!   capped and entries time out.
+//!
+//! Buffers: srt-protocol's default 46 KB send buffer overflows on the first
+//! keyframe and the sender never recovers. Our defaults (12 MiB SRT buffers,
+//! 8 MiB requested UDP buffers) suit 20 Mbit/s at 1 s of latency.
+
+mod caller;
+mod config;
+mod connection;
+mod error;
+mod guard;
+mod handshake;
+mod listener;
+mod reject;
+mod socket;
+
+pub use caller::connect;
+pub use config::{
+    CallerConfig, DEFAULT_SRT_BUFFER_BYTES, DEFAULT_UDP_BUFFER_BYTES, KeySize, ListenerConfig,
+    MAX_PAYLOAD,
+};
+pub use connection::{ConnectionStats, SrtConnection, SrtReceiver, SrtSender};
+pub use cthulhu_core::Secret;
+pub use error::SrtError;
+pub use handshake::redact_stream_id;
+pub use listener::{Incoming, SrtListener};
+pub use reject::Reject;
