@@ -9,8 +9,10 @@
 //! never delays acknowledgements). Each step into srt-protocol is wrapped in
 //! [`guarded`]: a panic ends this connection only.
 //!
-//! Closing: [`SrtSender::close`] asks srt-protocol to flush and shut down
-//! (bounded by twice the latency, plus a hard deadline of ours). Dropping one
+//! Closing: [`SrtSender::close`] waits until the peer had the latency to
+//! deliver the last message (libsrt drops what it still holds when a shutdown
+//! arrives), then asks srt-protocol to flush and shut down (bounded by twice
+//! the latency, plus a hard deadline of ours). Dropping one
 //! half leaves the other working (an ingest drops its sender); dropping both
 //! closes gracefully in the background.
 
@@ -35,6 +37,9 @@ use crate::handshake::redact_stream_id;
 
 /// Datagrams or messages handled per wake-up before outputs are drained.
 const BATCH: usize = 64;
+/// Time beyond the peer's latency a close waits after the last message
+/// before the shutdown (round trip and scheduling).
+const LINGER_MARGIN: Duration = Duration::from_millis(200);
 /// Extra time, beyond srt-protocol's own flush timeout, before a closing
 /// connection is abandoned.
 const CLOSE_SLACK: Duration = Duration::from_secs(2);
@@ -221,10 +226,11 @@ impl SrtSender {
         self.shared.stats()
     }
 
-    /// Graceful shutdown: what is queued is sent, SRT keeps retransmitting
-    /// what the peer still misses for up to twice the latency, then a shutdown
-    /// is sent. Returns when the connection is closed, after at most about
-    /// twice the latency plus 2 s (the receiving half ends too).
+    /// Graceful shutdown: what is queued is sent; the shutdown goes out once
+    /// the peer had its latency (plus 200 ms) to deliver the last message and
+    /// SRT has flushed what the peer still misses (up to twice the latency).
+    /// Returns when the connection is closed, after at most about three times
+    /// the latency plus 3 s (the receiving half ends too).
     pub async fn close(mut self) {
         let bound = self.close_bound;
         let _ = tokio::time::timeout(bound, async {
@@ -276,7 +282,8 @@ pub(crate) fn spawn(
     let stream_id = settings.stream_id.clone();
     let latency = settings.recv_tsbpd_latency;
     let flush = settings.send_tsbpd_latency.max(settings.recv_tsbpd_latency) * 2;
-    let close_bound = flush + CLOSE_SLACK + Duration::from_secs(1);
+    let linger = settings.send_tsbpd_latency + LINGER_MARGIN;
+    let close_bound = linger + flush + CLOSE_SLACK + Duration::from_secs(1);
     {
         let mut s = shared
             .snapshot
@@ -292,6 +299,7 @@ pub(crate) fn spawn(
         remote_sockid: settings.remote_sockid,
         start: settings.socket_start_time,
         flush,
+        linger,
         conn,
         socket,
         inbound,
@@ -334,6 +342,7 @@ struct Driver {
     remote_sockid: srt_protocol::packet::SocketId,
     start: Instant,
     flush: Duration,
+    linger: Duration,
     conn: DuplexConnection,
     socket: Arc<UdpSocket>,
     inbound: mpsc::Receiver<Bytes>,
@@ -364,6 +373,12 @@ impl Driver {
         let mut buf = BytesMut::new();
         let mut cmds_open = true;
         let mut inbound_open = true;
+        // When the last message was queued.
+        let mut last_data: Option<Instant> = None;
+        // A graceful close was requested: shut down at this time, once the
+        // peer had the latency to deliver the last message (libsrt discards
+        // what it still holds for TSBPD when it receives a shutdown).
+        let mut close_at: Option<Instant> = None;
         // Set once we asked srt-protocol to shut down.
         let mut closing_since: Option<Instant> = None;
         let end = loop {
@@ -390,25 +405,32 @@ impl Driver {
             if !step.open {
                 break End::Closed;
             }
-            // Both halves gone (or close requested): shut down gracefully.
-            if closing_since.is_none() && !cmds_open && self.data.is_closed() {
+            // Both halves gone: close gracefully.
+            if close_at.is_none() && !cmds_open && self.data.is_closed() {
+                close_at = Some(self.linger_end(last_data, now));
+            }
+            if let Some(at) = close_at
+                && closing_since.is_none()
+                && now >= at
+            {
                 closing_since = Some(now);
                 if !self.handle_data(now, None) {
                     break End::Panic;
                 }
                 continue;
             }
-            let deadline = match closing_since {
-                Some(t) => {
+            let deadline = match (closing_since, close_at) {
+                (Some(t), _) => {
                     let hard = t + self.flush + CLOSE_SLACK;
                     if now >= hard {
                         break End::CloseTimeout;
                     }
                     step.next_timer.min(hard)
                 }
-                None => step.next_timer,
+                (None, Some(at)) => step.next_timer.min(at),
+                (None, None) => step.next_timer,
             };
-            let watch_receiver = !cmds_open && closing_since.is_none();
+            let watch_receiver = !cmds_open && close_at.is_none();
             tokio::select! {
                 biased;
                 d = self.inbound.recv(), if inbound_open => match d {
@@ -437,15 +459,18 @@ impl Driver {
                         }
                     }
                 },
-                c = self.cmds.recv(), if cmds_open && closing_since.is_none() => match c {
+                c = self.cmds.recv(), if cmds_open && close_at.is_none() => match c {
                     Some(Cmd::Data(t, m)) => {
+                        last_data = Some(t);
                         let mut ok = self.handle_data(now, Some((t, m)));
                         for _ in 1..BATCH {
                             match self.cmds.try_recv() {
-                                Ok(Cmd::Data(t, m)) if ok => ok = self.handle_data(now, Some((t, m))),
+                                Ok(Cmd::Data(t, m)) if ok => {
+                                    last_data = Some(t);
+                                    ok = self.handle_data(now, Some((t, m)));
+                                }
                                 Ok(Cmd::Close) => {
-                                    closing_since = Some(now);
-                                    ok = ok && self.handle_data(now, None);
+                                    close_at = Some(self.linger_end(last_data, now));
                                     break;
                                 }
                                 _ => break,
@@ -455,12 +480,7 @@ impl Driver {
                             break End::Panic;
                         }
                     }
-                    Some(Cmd::Close) => {
-                        closing_since = Some(now);
-                        if !self.handle_data(now, None) {
-                            break End::Panic;
-                        }
-                    }
+                    Some(Cmd::Close) => close_at = Some(self.linger_end(last_data, now)),
                     None => cmds_open = false,
                 },
                 _ = self.data.closed(), if watch_receiver => {}
@@ -535,6 +555,12 @@ impl Driver {
                 stats,
             }
         })
+    }
+
+    /// When a close may send the shutdown: once the peer's latency has passed
+    /// since the last message was queued.
+    fn linger_end(&self, last_data: Option<Instant>, now: Instant) -> Instant {
+        last_data.map_or(now, |t| (t + self.linger).max(now))
     }
 
     /// Parses one datagram and hands it to srt-protocol. `false` if it panicked.

@@ -53,7 +53,7 @@ pub use connection::{ConnectionStats, SrtConnection, SrtReceiver, SrtSender};
 pub use cthulhu_core::Secret;
 pub use error::SrtError;
 pub use handshake::redact_stream_id;
-pub use listener::{Incoming, SrtListener};
+pub use listener::{Incoming, ListenerStats, SrtListener};
 pub use reject::Reject;
 
 pub use push::{SrtPush, SrtPushConfig};

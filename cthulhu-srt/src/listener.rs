@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -50,6 +51,58 @@ const MAX_DATAGRAM: usize = 65_536;
 /// Minimum time between two "handshake table full" warnings.
 const FLOOD_WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Counters of a listener, totals since it was bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListenerStats {
+    /// Peers that started a handshake (induction) and got a handshake slot.
+    pub handshakes: u64,
+    /// Inductions ignored because the handshake table was full.
+    pub handshakes_ignored: u64,
+    /// Requests refused before the application saw them because they ask for
+    /// something unsupported or are malformed (file mode, FEC, groups, ...).
+    pub refused_unsupported: u64,
+    /// Requests handed to [`SrtListener::next`].
+    pub requests: u64,
+    /// Requests refused after that (by the application, an encryption
+    /// mismatch, a wrong passphrase, a full backlog, a timeout).
+    pub refused: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Panics of srt-protocol contained (each dropped one peer).
+    pub panics: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    handshakes: AtomicU64,
+    handshakes_ignored: AtomicU64,
+    refused_unsupported: AtomicU64,
+    requests: AtomicU64,
+    refused: AtomicU64,
+    accepted: AtomicU64,
+    panics: AtomicU64,
+}
+
+impl Counters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> ListenerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ListenerStats {
+            handshakes: get(&self.handshakes),
+            handshakes_ignored: get(&self.handshakes_ignored),
+            refused_unsupported: get(&self.refused_unsupported),
+            requests: get(&self.requests),
+            refused: get(&self.refused),
+            accepted: get(&self.accepted),
+            panics: get(&self.panics),
+        }
+    }
+}
+
 /// An SRT listener. Connection requests arrive through [`next`](Self::next).
 ///
 /// Dropping the listener stops accepting new connections; connections already
@@ -60,6 +113,7 @@ pub struct SrtListener {
     local_addr: SocketAddr,
     incoming: mpsc::Receiver<Incoming>,
     task: JoinHandle<()>,
+    counters: Arc<Counters>,
 }
 
 impl SrtListener {
@@ -70,6 +124,7 @@ impl SrtListener {
         let local_addr = socket.local_addr()?;
         let (incoming_tx, incoming) = mpsc::channel(cfg.backlog);
         let (decisions_tx, decisions_rx) = mpsc::channel(cfg.max_pending_handshakes + cfg.backlog);
+        let counters = Arc::new(Counters::default());
         let dispatcher = Dispatcher {
             socket,
             params: cfg.conn_params(),
@@ -80,8 +135,8 @@ impl SrtListener {
             incoming_tx,
             decisions_tx,
             next_id: 0,
-            ignored_floods: 0,
             last_flood_warning: None,
+            counters: counters.clone(),
         };
         let task = tokio::spawn(dispatcher.run(decisions_rx));
         info!(addr = %local_addr, "SRT listener bound");
@@ -89,6 +144,7 @@ impl SrtListener {
             local_addr,
             incoming,
             task,
+            counters,
         })
     }
 
@@ -102,6 +158,11 @@ impl SrtListener {
     /// [`Incoming::reject`]. `None` only if the dispatcher stopped.
     pub async fn next(&mut self) -> Option<Incoming> {
         self.incoming.recv().await
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> ListenerStats {
+        self.counters.snapshot()
     }
 
     /// True while the dispatcher task runs.
@@ -245,8 +306,8 @@ struct Dispatcher {
     incoming_tx: mpsc::Sender<Incoming>,
     decisions_tx: mpsc::Sender<Decision>,
     next_id: u64,
-    ignored_floods: u64,
     last_flood_warning: Option<Instant>,
+    counters: Arc<Counters>,
 }
 
 impl Dispatcher {
@@ -293,7 +354,7 @@ impl Dispatcher {
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     open.shared
                         .datagrams_dropped
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
                     self.conns.remove(&from);
@@ -312,7 +373,7 @@ impl Dispatcher {
         match hs.shake_type {
             INDUCTION if !self.pending.contains_key(&from) => {
                 if self.pending.len() >= self.cfg.max_pending_handshakes {
-                    self.ignored_floods += 1;
+                    Counters::bump(&self.counters.handshakes_ignored);
                     if self
                         .last_flood_warning
                         .is_none_or(|t| now.duration_since(t) >= FLOOD_WARN_EVERY)
@@ -321,12 +382,13 @@ impl Dispatcher {
                         warn!(
                             addr = %self.local_addr,
                             pending = self.pending.len(),
-                            ignored_total = self.ignored_floods,
+                            ignored_total = self.counters.handshakes_ignored.load(Ordering::Relaxed),
                             "SRT handshake table full; ignoring new connection requests"
                         );
                     }
                     return;
                 }
+                Counters::bump(&self.counters.handshakes);
                 let listen = Listen::new(self.params.init_settings(None), true);
                 self.next_id += 1;
                 self.pending.insert(
@@ -357,6 +419,7 @@ impl Dispatcher {
                         self.feed(packet, from, now);
                     }
                     Err(unsupported) => {
+                        Counters::bump(&self.counters.refused_unsupported);
                         if unsupported.reject == Reject::BadRequest {
                             // Malformed: garbage, not a caller worth an info line.
                             debug!(
@@ -402,6 +465,7 @@ impl Dispatcher {
             listen.handle_packet(now, packet)
         });
         let Some(result) = result else {
+            Counters::bump(&self.counters.panics);
             self.send_raw_rejection(&d, Reject::InternalError, from);
             self.pending.remove(&from);
             return;
@@ -457,6 +521,7 @@ impl Dispatcher {
         };
         match self.incoming_tx.try_send(incoming) {
             Ok(()) => {
+                Counters::bump(&self.counters.requests);
                 if let Some(p) = self.pending.get_mut(&from) {
                     p.awaiting = true;
                 }
@@ -566,6 +631,7 @@ impl Dispatcher {
             listen.handle_access_control_response(now, AccessControlResponse::Accepted(keys))
         });
         let Some(result) = result else {
+            Counters::bump(&self.counters.panics);
             self.send_listen_rejection(&mut p, Reject::InternalError, peer, now);
             return Err(SrtError::Internal);
         };
@@ -627,6 +693,7 @@ impl Dispatcher {
                     "handshake refused"
                 };
                 info!(peer = %peer, stream = ?p.stream, reject = %reason, reason = why, "SRT connection refused");
+                Counters::bump(&self.counters.refused);
                 Err(SrtError::Refused(reason))
             }
             other => {
@@ -640,6 +707,7 @@ impl Dispatcher {
     /// it. Returns the error for the accepting side.
     fn refuse(&mut self, peer: SocketAddr, reason: Reject, why: &str, now: Instant) -> SrtError {
         if let Some(mut p) = self.pending.remove(&peer) {
+            Counters::bump(&self.counters.refused);
             info!(peer = %peer, stream = ?p.stream, reject = %reason, reason = why, "SRT connection refused");
             self.send_listen_rejection(&mut p, reason, peer, now);
         }
@@ -700,6 +768,7 @@ impl Dispatcher {
         for peer in expired {
             if let Some(mut p) = self.pending.remove(&peer) {
                 if p.awaiting {
+                    Counters::bump(&self.counters.refused);
                     info!(peer = %peer, stream = ?p.stream, "SRT connection request timed out waiting for a decision");
                     self.send_listen_rejection(&mut p, Reject::Timeout, peer, now);
                 } else {

@@ -1,6 +1,8 @@
 //! Our caller against our listener, and hostile datagrams against the
 //! listener. No external programs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::net::SocketAddr;

@@ -2,15 +2,18 @@
 //! ffmpeg) on 127.0.0.1, test media, free UDP ports.
 
 #![allow(dead_code, unreachable_pub, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cthulhu_srt::SrtReceiver;
 use cthulhu_testkit::{ChildGuard, Ffmpeg, PublishOptions, find_tool};
-use tokio::process::Command;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
 
 /// Logs to the test output (`RUST_LOG` overrides; default debug for us).
 pub fn init_logging() {
@@ -75,33 +78,148 @@ pub fn q(s: &Path) -> String {
     format!("'{}'", s.display().to_string().replace('\'', "'\\''"))
 }
 
-/// An srt-live-transmit caller that sends `file` paced in real time (ffmpeg
-/// `-re` remux to stdout, copied to `sent` with tee), keeps the connection open
-/// `linger_secs` after the end, then exits. `srt_query` is appended to the URI
-/// (e.g. `streamid=x&passphrase=...`).
-pub fn slt_send_paced(
-    file: &Path,
-    sent: &Path,
-    addr: SocketAddr,
-    srt_query: &str,
-    linger_secs: u32,
-) -> Result<ChildGuard> {
-    let script = format!(
-        "(ffmpeg -hide_banner -nostdin -loglevel error -re -i {file} -c copy -f mpegts - ; sleep {linger_secs}) \
-         | tee {sent} | srt-live-transmit -a:no -t:60 -c:1316 file://con 'srt://{addr}?latency=300&{srt_query}'",
-        file = q(file),
-        sent = q(sent),
-    );
-    sh("slt-caller", &script)
+/// Appends MPEG-TS null packets until the length is a multiple of 1316
+/// (seven TS packets): srt-live-transmit reads stdin in whole 1316-byte
+/// chunks and does not send a partial last chunk.
+pub fn pad_to_chunks(ts: &mut Vec<u8>) {
+    let mut null = vec![0xFF_u8; 188];
+    null[..4].copy_from_slice(&[0x47, 0x1F, 0xFF, 0x10]);
+    while !ts.len().is_multiple_of(1316) {
+        ts.extend_from_slice(&null);
+    }
 }
 
-/// An srt-live-transmit caller that sends `file` as fast as it reads it.
-pub fn slt_send_file(file: &Path, addr: SocketAddr, srt_query: &str) -> Result<ChildGuard> {
-    let script = format!(
-        "(cat {file}; sleep 2) | srt-live-transmit -a:no -t:30 -c:1316 file://con 'srt://{addr}?latency=300&{srt_query}'",
-        file = q(file),
-    );
-    sh("slt-caller", &script)
+/// A running srt-live-transmit with its stdin piped (we feed it) and stdout
+/// going to a file; killed on drop. stderr goes to a log file.
+pub struct Slt {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Slt {
+    /// Starts `srt-live-transmit -a:no -t:TIMEOUT -c:1316 INPUT OUTPUT`;
+    /// stdout goes to `stdout` (or is discarded).
+    pub fn spawn(
+        input: &str,
+        output: &str,
+        stdout: Option<&Path>,
+        timeout_secs: u32,
+    ) -> Result<Slt> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("slt.log");
+        let mut cmd = Command::new("srt-live-transmit");
+        cmd.arg("-a:no")
+            .arg(format!("-t:{timeout_secs}"))
+            .arg("-c:1316")
+            .arg("-ll:note")
+            .arg(input)
+            .arg(output)
+            .stdin(Stdio::piped())
+            .stdout(match stdout {
+                Some(p) => Stdio::from(std::fs::File::create(p)?),
+                None => Stdio::null(),
+            })
+            .stderr(Stdio::from(std::fs::File::create(&log)?))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("spawning srt-live-transmit")?;
+        let stdin = child.stdin.take();
+        Ok(Slt {
+            child,
+            stdin,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// A caller sending stdin to `addr` with extra URI options.
+    pub fn caller(addr: SocketAddr, query: &str) -> Result<Slt> {
+        Slt::spawn(
+            "file://con",
+            &format!("srt://{addr}?latency=300&{query}"),
+            None,
+            60,
+        )
+    }
+
+    /// A listener on 127.0.0.1:`port` writing what it receives to `out`.
+    pub fn listener(port: u16, query: &str, out: &Path) -> Result<Slt> {
+        Slt::spawn(
+            &format!("srt://127.0.0.1:{port}?mode=listener&latency=300&{query}"),
+            "file://con",
+            Some(out),
+            60,
+        )
+    }
+
+    /// Writes `data` to stdin in 1316-byte chunks evenly spread over
+    /// `duration` (real-time pacing). Stdin stays open.
+    pub async fn feed_paced(&mut self, data: &[u8], duration: Duration) -> Result<()> {
+        let stdin = self.stdin.as_mut().context("stdin already closed")?;
+        let chunks: Vec<&[u8]> = data.chunks(1316).collect();
+        let start = tokio::time::Instant::now();
+        let n = u32::try_from(chunks.len()).unwrap_or(u32::MAX).max(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let at = start + duration * u32::try_from(i).unwrap_or(u32::MAX) / n;
+            tokio::time::sleep_until(at).await;
+            stdin
+                .write_all(chunk)
+                .await
+                .context("writing to srt-live-transmit")?;
+            stdin.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Closes stdin (srt-live-transmit sees EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The log (stderr) so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Asks it to stop with SIGTERM (it flushes its output and exits), then
+    /// waits up to `timeout`.
+    pub async fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self.child.id() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .await;
+        }
+        self.wait_exit(timeout).await
+    }
+
+    /// True while it runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Waits until the file at `path` has at least `len` bytes (or `timeout`);
+/// returns its content.
+pub async fn wait_file_len(path: &Path, len: usize, timeout: Duration) -> Vec<u8> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let got = std::fs::read(path).unwrap_or_default();
+        if got.len() >= len || tokio::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Reads everything from `rx` until it closes or nothing arrives for `idle`.
