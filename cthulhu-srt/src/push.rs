@@ -277,6 +277,9 @@ impl Destination for SrtPush {
         )
         .await;
         let close = tokio::time::timeout(Duration::from_secs(2), tx.close());
+        if let Ok(LoopEnd::Ended(reason)) = &end {
+            info!(dest = %self.name, reason = %reason, "Stream over: unpublishing");
+        }
         match end {
             Ok(LoopEnd::Stopped | LoopEnd::Closed | LoopEnd::Ended(_)) => {
                 let _ = close.await;

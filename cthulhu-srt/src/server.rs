@@ -238,8 +238,9 @@ async fn ingest(conn: SrtConnection, publisher: &Publisher, idle: Duration) -> S
             }
         }
     };
-    demux.flush();
-    forward(&label, &mut demux, publisher, &mut errors);
+    // No flush: the last video PES of an SRT sender is unbounded and may have lost its
+    // tail when the connection closed; a truncated frame would reach every player and
+    // recording as a decode error. Dropping that one frame is the better loss.
     drop(rx);
     let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
     why
