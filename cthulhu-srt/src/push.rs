@@ -63,6 +63,7 @@ pub(crate) enum LoopEnd {
 
 /// Sends a subscription as MPEG-TS over SRT until the session ends, the peer goes
 /// away or `stop` resolves. Frames the muxer refuses are logged and skipped.
+#[allow(clippy::too_many_arguments)] // the parts of one session, borrowed separately
 pub(crate) async fn send_loop(
     label: &str,
     cont: &mut Continuity,

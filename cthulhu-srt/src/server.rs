@@ -251,7 +251,8 @@ fn forward(label: &str, demux: &mut TsDemuxer, publisher: &Publisher, errors: &m
     while let Some(ev) = demux.poll_event() {
         match ev {
             TsEvent::Frame(f) => {
-                if !publisher.send(f) {
+                let sent = publisher.send(f);
+                if !sent {
                     return false;
                 }
             }
