@@ -34,6 +34,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use crate::error::RtmpError;
 use crate::from_core::FromCore;
+use crate::push::sleep_until;
 
 /// Most messages handed to one vectored write (Linux allows 1024 iovecs).
 const MAX_IOV: usize = 64;
@@ -696,13 +697,6 @@ impl Fanout {
         self.batch.clear();
         self.batch_urgent = false;
         self.hold_until = None;
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

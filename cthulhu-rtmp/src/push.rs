@@ -121,16 +121,13 @@ impl Destination for RtmpPush {
         if self.cont.in_session() {
             return true;
         }
-        loop {
-            match self.cont.next(&mut self.sub).await {
-                None => return false,
-                Some(ContinuityEvent::Started(info)) => {
-                    self.info = Some(info);
-                    self.configs.clear();
-                    return true;
-                }
-                Some(_) => {}
+        match self.cont.next_session(&mut self.sub).await {
+            Some(info) => {
+                self.info = Some(info);
+                self.configs.clear();
+                true
             }
+            None => false,
         }
     }
 
@@ -174,7 +171,7 @@ impl Destination for RtmpPush {
                     Ok(Some(ServerNotice::Stopped(why))) => return Err(DestinationError::Rejected(why)),
                     Err(e) => return Err(DestinationError::Push(e.to_string())),
                 },
-                ev = next_event(&mut self.pending, &mut self.cont, &mut self.sub) => {
+                ev = self.cont.next_or_pending(&mut self.pending, &mut self.sub) => {
                     let Some(ev) = ev else {
                         self.write(&mut client, &mut out).await?;
                         let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
@@ -243,20 +240,10 @@ impl Destination for RtmpPush {
     }
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+/// Sleeps until `at`, or forever without one (for an optional `select!` deadline).
+pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-async fn next_event(
-    pending: &mut Option<ContinuityEvent>,
-    cont: &mut Continuity,
-    sub: &mut Subscriber,
-) -> Option<ContinuityEvent> {
-    if let Some(ev) = pending.take() {
-        return Some(ev);
-    }
-    cont.next(sub).await
 }

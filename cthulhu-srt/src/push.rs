@@ -89,7 +89,7 @@ pub(crate) async fn send_loop(
                 // Players and destinations have nothing to say; ignore stray data.
                 continue;
             }
-            ev = next_event(&mut pending, cont, sub) => ev,
+            ev = cont.next_or_pending(&mut pending, sub) => ev,
         };
         let Some(ev) = ev else {
             flush(tx, &mut out, send_timeout).await?;
@@ -153,17 +153,6 @@ async fn flush(tx: &mut SrtSender, out: &mut Vec<Bytes>, limit: Duration) -> Res
         }
     }
     Ok(())
-}
-
-async fn next_event(
-    pending: &mut Option<ContinuityEvent>,
-    cont: &mut Continuity,
-    sub: &mut Subscriber,
-) -> Option<ContinuityEvent> {
-    if let Some(ev) = pending.take() {
-        return Some(ev);
-    }
-    cont.next(sub).await
 }
 
 /// One SRT destination: implements the supervisor's [`Destination`].
@@ -235,15 +224,12 @@ impl Destination for SrtPush {
         if self.cont.in_session() {
             return true;
         }
-        loop {
-            match self.cont.next(&mut self.sub).await {
-                None => return false,
-                Some(ContinuityEvent::Started(info)) => {
-                    self.info = Some(info);
-                    return true;
-                }
-                Some(_) => {}
+        match self.cont.next_session(&mut self.sub).await {
+            Some(info) => {
+                self.info = Some(info);
+                true
             }
+            None => false,
         }
     }
 

@@ -89,6 +89,30 @@ impl Continuity {
         }
     }
 
+    /// Like [`Self::next`], but first returns `pending` if it holds an event (one taken
+    /// by [`Self::try_next`] while batching frames and set aside).
+    pub async fn next_or_pending(
+        &mut self,
+        pending: &mut Option<ContinuityEvent>,
+        sub: &mut Subscriber,
+    ) -> Option<ContinuityEvent> {
+        match pending.take() {
+            Some(ev) => Some(ev),
+            None => self.next(sub).await,
+        }
+    }
+
+    /// Waits for a publish session to start, skipping everything else; returns its
+    /// info, or None when the subscription is closed. What a destination does between
+    /// sessions.
+    pub async fn next_session(&mut self, sub: &mut Subscriber) -> Option<Arc<StreamInfo>> {
+        loop {
+            if let ContinuityEvent::Started(info) = self.next(sub).await? {
+                return Some(info);
+            }
+        }
+    }
+
     /// Takes the next event if one is ready without waiting (for batching writes).
     /// Returns None when nothing is queued or a grace period is running.
     pub fn try_next(&mut self, sub: &mut Subscriber) -> Option<ContinuityEvent> {

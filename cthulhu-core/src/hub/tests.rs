@@ -346,6 +346,32 @@ async fn continuity_resumes_within_grace_on_one_timeline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn continuity_next_session_skips_to_a_start_and_pending_comes_first() {
+    let hub = Hub::new(HubConfig::default());
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
+    let mut cont = Continuity::new(Duration::ZERO);
+    let p = hub.publish(&path()).unwrap();
+    p.send(video(0, true));
+    let info = cont.next_session(&mut sub).await.expect("a session");
+    assert_eq!(info.path, path());
+    // An event set aside while batching is returned before anything queued.
+    let mut pending = Some(ContinuityEvent::Gap { dropped: 3 });
+    assert!(matches!(
+        cont.next_or_pending(&mut pending, &mut sub).await,
+        Some(ContinuityEvent::Gap { dropped: 3 })
+    ));
+    assert!(pending.is_none());
+    assert!(matches!(
+        cont.next_or_pending(&mut pending, &mut sub).await,
+        Some(ContinuityEvent::Frame(_))
+    ));
+    // Once the hub has shut down there is no next session.
+    drop(p);
+    hub.shutdown();
+    assert!(cont.next_session(&mut sub).await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
 async fn continuity_ends_after_grace() {
     let hub = Hub::new(HubConfig::default());
     let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("dest"));
