@@ -6,15 +6,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, SubscribeOptions};
 use cthulhu_core::policy::{Route, StreamRule};
-use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
+use cthulhu_core::supervisor::{BackoffPolicy, Destination, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
-use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
-use cthulhu_srt::{SrtPush, SrtPushConfig, SrtServer, SrtServerConfig, SrtUrl};
+use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, ServerConfig};
+use cthulhu_srt::{SrtPush, SrtPushConfig, SrtServer, SrtServerConfig};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, OnOverflow, OnSecondPublisher, StreamConfig};
+use crate::config::{Config, OnOverflow, OnSecondPublisher, PushTarget, PushUrl, StreamConfig};
 use crate::store::Store;
 
 /// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then `info`.
@@ -264,39 +264,7 @@ impl Destinations {
             if self.running.contains_key(&id) {
                 continue;
             }
-            if url
-                .expose()
-                .get(..6)
-                .is_some_and(|s| s.eq_ignore_ascii_case("srt://"))
-            {
-                let url = match SrtUrl::parse(url.expose()) {
-                    Ok(u) => u,
-                    Err(e) => {
-                        warn!(stream = %path, dest = %name, error = %e, "Destination skipped");
-                        continue;
-                    }
-                };
-                let sub = self
-                    .hub
-                    .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
-                let redacted = url.redacted();
-                info!(stream = %path, dest = %name, url = %redacted, "Destination configured");
-                let push_cfg = SrtPushConfig {
-                    latency: self.srt_latency,
-                    grace: self.grace,
-                    ..SrtPushConfig::default()
-                };
-                let push = SrtPush::new(name.clone(), url, sub, push_cfg);
-                let handle = Supervisor::spawn(
-                    format!("{path}:{name}"),
-                    redacted,
-                    Box::new(push),
-                    BackoffPolicy::default(),
-                );
-                self.running.insert(id, handle);
-                continue;
-            }
-            let url = match RtmpUrl::parse(url.expose()) {
+            let url = match PushUrl::parse(url.expose()) {
                 Ok(u) => u,
                 Err(e) => {
                     warn!(stream = %path, dest = %name, error = %e, "Destination skipped");
@@ -306,17 +274,33 @@ impl Destinations {
             let sub = self
                 .hub
                 .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
-            let push_cfg = PushConfig {
-                client: cthulhu_rtmp::ClientConfig {
-                    chunk_size: self.chunk_size,
-                    tls_ca_file: tls_ca_file.clone(),
-                    ..Default::default()
-                },
-                grace: self.grace,
-                audio_hold: self.audio_hold,
-                ..PushConfig::default()
+            let (push, redacted): (Box<dyn Destination>, String) = match url.target() {
+                PushTarget::Rtmp(url) => {
+                    let push_cfg = PushConfig {
+                        client: cthulhu_rtmp::ClientConfig {
+                            chunk_size: self.chunk_size,
+                            tls_ca_file: tls_ca_file.clone(),
+                            ..Default::default()
+                        },
+                        grace: self.grace,
+                        audio_hold: self.audio_hold,
+                        ..PushConfig::default()
+                    };
+                    let redacted = url.redacted();
+                    let push = RtmpPush::new(name.clone(), url.clone(), sub, push_cfg);
+                    (Box::new(push), redacted)
+                }
+                PushTarget::Srt(url) => {
+                    let push_cfg = SrtPushConfig {
+                        latency: self.srt_latency,
+                        grace: self.grace,
+                        ..SrtPushConfig::default()
+                    };
+                    let redacted = url.redacted();
+                    let push = SrtPush::new(name.clone(), url.clone(), sub, push_cfg);
+                    (Box::new(push), redacted)
+                }
             };
-            let redacted = url.redacted();
             match &tls_ca_file {
                 None => {
                     info!(stream = %path, dest = %name, url = %redacted, "Destination configured")
@@ -325,11 +309,10 @@ impl Destinations {
                     info!(stream = %path, dest = %name, url = %redacted, tls_ca_file = %ca.display(), "Destination configured")
                 }
             }
-            let push = RtmpPush::new(name.clone(), url, sub, push_cfg);
             let handle = Supervisor::spawn(
                 format!("{path}:{name}"),
                 redacted,
-                Box::new(push),
+                push,
                 BackoffPolicy::default(),
             );
             self.running.insert(id, handle);
