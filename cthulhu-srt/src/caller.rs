@@ -19,9 +19,9 @@ use crate::config::CallerConfig;
 use crate::connection::{self, Shared, SrtConnection};
 use crate::error::SrtError;
 use crate::guard::guarded;
-use crate::handshake::redact_stream_id;
 use crate::reject::Reject;
 use crate::socket::bind_udp;
+use crate::streamid::redact as redact_stream_id;
 
 /// Handshake retransmission period (libsrt uses 250 ms too).
 const RETRY: Duration = Duration::from_millis(250);

@@ -33,7 +33,7 @@ use tracing::{debug, info, warn};
 use crate::config::{ConnParams, MAX_PAYLOAD};
 use crate::error::SrtError;
 use crate::guard::guarded;
-use crate::handshake::redact_stream_id;
+use crate::streamid::redact as redact_stream_id;
 
 /// Datagrams or messages handled per wake-up before outputs are drained.
 const BATCH: usize = 64;

@@ -52,9 +52,9 @@ pub use config::{
 pub use connection::{ConnectionStats, SrtConnection, SrtReceiver, SrtSender};
 pub use cthulhu_core::Secret;
 pub use error::SrtError;
-pub use handshake::redact_stream_id;
 pub use listener::{Incoming, ListenerStats, SrtListener};
 pub use reject::Reject;
+pub use streamid::redact as redact_stream_id;
 
 pub use push::{SrtPush, SrtPushConfig};
 pub use server::{PassphraseSource, SrtServer, SrtServerConfig};

@@ -40,9 +40,10 @@ use crate::config::{ConnParams, KeySize, ListenerConfig, passphrase};
 use crate::connection::{self, Shared, SrtConnection};
 use crate::error::SrtError;
 use crate::guard::guarded;
-use crate::handshake::{self, CONCLUSION, INDUCTION, redact_stream_id};
+use crate::handshake::{self, CONCLUSION, INDUCTION};
 use crate::reject::Reject;
 use crate::socket::bind_udp;
+use crate::streamid::redact as redact_stream_id;
 
 /// Housekeeping period of the dispatcher (timeouts, closed connections).
 const TICK: Duration = Duration::from_millis(250);

@@ -228,44 +228,38 @@ fn decode_if_encoded(raw: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// A stream id that is safe to log: the value of `s=` (and `key=`) is hidden, and
-/// for publishing the resource name too (it may be the key, OBS style).
-///
-/// Anything not in one of the two understood forms is shown only by its length:
-/// it might hold a key anywhere.
+/// Field names in an access-control stream id whose values are secrets.
+fn is_secret_field(name: &str) -> bool {
+    matches!(
+        name.trim().to_ascii_lowercase().as_str(),
+        "s" | "key" | "pass" | "passphrase" | "password" | "token" | "secret"
+    )
+}
+
+/// A stream id that is safe to log, the one redaction used by the transport and the
+/// service. In the access-control form the values of `s` and of fields named like
+/// secrets are hidden, and for publishing the resource name too (it may be the key,
+/// OBS style); a field that is not `key=value` is hidden whole. Percent-encoded ids
+/// are decoded first. Anything else (bare `app/name`, garbage) is shown only by its
+/// length: we cannot tell where a key would be.
 pub fn redact(raw: &str) -> String {
     let raw = raw.trim();
     let decoded = decode_if_encoded(raw);
     let raw = decoded.as_deref().unwrap_or(raw);
-    if let Some(body) = raw.strip_prefix(PREFIX) {
-        let publish = body.split(',').any(|p| p == "m=publish");
-        let parts: Vec<String> = body
-            .split(',')
-            .map(|p| match p.split_once('=') {
-                Some(("s", _)) => "s=***".to_owned(),
-                Some(("r", r)) if publish => format!("r={}", redact_resource(r)),
-                _ => p.to_owned(),
-            })
-            .collect();
-        return format!("{PREFIX}{}", parts.join(","));
-    }
-    let (resource, _) = raw.split_once('?').unwrap_or((raw, ""));
-    if raw.is_empty() || split_resource(resource).is_err() {
-        return format!("<{} bytes, not shown>", raw.len());
-    }
-    match raw.split_once('?') {
-        Some((resource, q)) => {
-            let q: Vec<String> = q
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some(("key", _)) => "key=***".to_owned(),
-                    _ => p.to_owned(),
-                })
-                .collect();
-            format!("{resource}?{}", q.join("&"))
-        }
-        None => raw.to_owned(),
-    }
+    let Some(body) = raw.strip_prefix(PREFIX) else {
+        return format!("<{} bytes>", raw.len());
+    };
+    let publish = body.split(',').any(|p| p.trim() == "m=publish");
+    let parts: Vec<String> = body
+        .split(',')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if is_secret_field(k) => format!("{k}=***"),
+            Some(("r", r)) if publish => format!("r={}", redact_resource(r)),
+            Some(_) => p.to_owned(),
+            None => "***".to_owned(),
+        })
+        .collect();
+    format!("{PREFIX}{}", parts.join(","))
 }
 
 #[cfg(test)]
@@ -360,8 +354,18 @@ mod tests {
 
     #[test]
     fn unknown_forms_are_not_shown() {
-        assert_eq!(redact("junk-with-key-abc"), "<17 bytes, not shown>");
-        assert_eq!(redact("a/b/c?key=x"), "<11 bytes, not shown>");
+        assert_eq!(redact("junk-with-key-abc"), "<17 bytes>");
+        assert_eq!(redact("a/b/c?key=x"), "<11 bytes>");
+        assert_eq!(redact("live/studio?key=abc"), "<19 bytes>");
+    }
+
+    #[test]
+    fn secret_named_fields_and_bare_fields_are_hidden() {
+        assert_eq!(redact("#!::u=a,token=xyz"), "#!::u=a,token=***");
+        assert_eq!(
+            redact("#!::r=live/a,Passphrase=p,junk"),
+            "#!::r=live/a,Passphrase=***,***"
+        );
     }
 
     #[test]
@@ -376,7 +380,7 @@ mod tests {
             redact("#!::r=live/studio,m=request,s=v"),
             "#!::r=live/studio,m=request,s=***"
         );
-        assert_eq!(redact("live/studio?key=v&x=1"), "live/studio?key=***&x=1");
+        assert_eq!(redact("live/studio?key=v&x=1"), "<21 bytes>");
         let r = parse(Some("#!::r=live/studio,m=publish,s=sekrit")).unwrap();
         assert!(!format!("{r:?}").contains("sekrit"));
         let req = r.access_request("#!::r=live/studio,m=publish,s=sekrit", None);
