@@ -640,18 +640,25 @@ impl Dispatcher {
                 let response = match response {
                     Some((packet, _)) => {
                         let mut buf = BytesMut::new();
-                        guarded(peer, "serialising a handshake", || {
+                        if guarded(peer, "serialising a handshake", || {
                             packet.serialize(&mut buf)
                         })
-                        .ok_or(SrtError::Internal)?;
+                        .is_none()
+                        {
+                            Counters::bump(&self.counters.panics);
+                            return Err(SrtError::Internal);
+                        }
                         buf.freeze()
                     }
                     None => Bytes::new(),
                 };
-                let duplex = guarded(peer, "creating a connection", || {
+                let Some(duplex) = guarded(peer, "creating a connection", || {
                     DuplexConnection::new(conn)
-                })
-                .ok_or(SrtError::Internal)?;
+                }) else {
+                    Counters::bump(&self.counters.panics);
+                    return Err(SrtError::Internal);
+                };
+                Counters::bump(&self.counters.accepted);
                 self.send(&response, peer);
                 let shared = Arc::new(Shared::default());
                 let (inbound_tx, inbound_rx) = mpsc::channel(self.params.inbound_queue_packets);
