@@ -142,8 +142,7 @@ pub(crate) enum Cmd {
 }
 
 /// An open SRT connection (listener or caller side). Use [`split`](Self::split)
-/// to send and receive.
-#[derive(Debug)]
+/// to send and receive. Its `Debug` output redacts the stream id.
 #[must_use = "an SrtConnection closes when dropped"]
 pub struct SrtConnection {
     peer: SocketAddr,
@@ -179,6 +178,19 @@ impl SrtConnection {
     /// working; dropping both closes the connection.
     pub fn split(self) -> (SrtSender, SrtReceiver) {
         (self.sender, self.receiver)
+    }
+}
+
+impl std::fmt::Debug for SrtConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConnection")
+            .field("peer", &self.peer)
+            .field(
+                "stream_id",
+                &self.stream_id.as_deref().map(redact_stream_id),
+            )
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
     }
 }
 

@@ -172,8 +172,8 @@ impl SrtListener {
 }
 
 /// A connection request waiting for the application's decision. Dropping it
-/// undecided rejects it with [`Reject::Peer`].
-#[derive(Debug)]
+/// undecided rejects it with [`Reject::Peer`]. Its `Debug` output redacts the
+/// stream id.
 #[must_use = "an undecided request is rejected when dropped"]
 pub struct Incoming {
     peer: SocketAddr,
@@ -248,6 +248,20 @@ impl Incoming {
         if self.decisions.try_send(decision).is_err() {
             debug!(peer = %self.peer, "Listener busy or gone; the request will time out instead");
         }
+    }
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("peer", &self.peer)
+            .field(
+                "stream_id",
+                &self.stream_id.as_deref().map(redact_stream_id),
+            )
+            .field("key_size", &self.key_size)
+            .field("encrypted", &self.encrypted)
+            .finish_non_exhaustive()
     }
 }
 
