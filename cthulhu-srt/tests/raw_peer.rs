@@ -171,3 +171,28 @@ async fn hostile_packets_on_an_open_connection_hurt_no_one_else() {
     eprintln!("listener: {st:?}");
     assert_eq!(st.accepted, 2);
 }
+
+/// A peer that completes the handshake and then goes silent is closed after
+/// the peer idle timeout; the receiving half sees the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out() {
+    common::init_logging();
+    let cfg = ListenerConfig {
+        peer_idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let mut l = SrtListener::bind("127.0.0.1:0".parse().unwrap(), cfg)
+        .await
+        .unwrap();
+    let addr = l.local_addr();
+    let raw = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_settings, conn) = tokio::join!(raw_connect(&raw, addr, "silent"), async {
+        l.next().await.unwrap().accept(None).await.unwrap()
+    });
+    let (_tx, mut rx) = conn.split();
+    let end = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await;
+    assert!(
+        matches!(end, Ok(None)),
+        "connection to a silent peer did not end: {end:?}"
+    );
+}
