@@ -57,7 +57,8 @@ pub struct ConnectionStats {
     pub packets_received: u64,
     /// Packets the peer reported lost (we retransmitted or dropped them).
     pub packets_sent_lost: u64,
-    /// Gaps we detected in what the peer sent.
+    /// Gaps we detected in what the peer sent (srt-protocol 0.4.4 never
+    /// counts these: always 0).
     pub packets_received_lost: u64,
     /// Packets we retransmitted.
     pub packets_retransmitted: u64,
@@ -78,7 +79,8 @@ pub struct ConnectionStats {
     pub bytes_sent: u64,
     /// Payload bytes received.
     pub bytes_received: u64,
-    /// Smoothed round-trip time.
+    /// Smoothed round-trip time (srt-protocol 0.4.4 does not report it:
+    /// always 0 for now).
     pub rtt: Duration,
     /// Packets in the send buffer (sent or waiting, not yet acknowledged).
     pub send_buffer_packets: u64,
