@@ -465,7 +465,6 @@ impl Driver {
             };
             let watch_receiver = !cmds_open && close_at.is_none();
             tokio::select! {
-                biased;
                 d = self.inbound.recv(), if inbound_open => match d {
                     Some(d) => {
                         let mut ok = self.handle_datagram(now, d);
