@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +27,13 @@ use crate::stats::{Clock, ErrorLog, LatencyLog, PeerState, PeerStats, SentLog, W
 /// Size of the per-thread read buffer.
 const SCRATCH_LEN: usize = 64 * 1024;
 
+/// How much a discarding player drops per `recv`.
+const DISCARD_LEN: usize = 256 * 1024;
+
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_LEN]);
+    /// Never written by the kernel (`MSG_TRUNC`): only its length matters.
+    static DISCARD: RefCell<Vec<MaybeUninit<u8>>> = RefCell::new(vec![MaybeUninit::uninit(); DISCARD_LEN]);
 }
 
 /// What to play: the parts of an `rtmp://host[:port]/app/name` URL.
@@ -83,6 +89,15 @@ pub struct PlayerShared {
     /// On loopback, how often receivers read changes the sender's cost (window
     /// updates, wake-ups), so this is a measurement setting to report with results.
     pub read_interval: Duration,
+    /// Cheap players discard media in the kernel (`recv` with `MSG_TRUNC`: nothing
+    /// is copied out) instead of reading and skimming it.
+    ///
+    /// This halves the tool's cost per byte, so one tool core can read more than
+    /// one server core writes. Discarding players count wire bytes (chunk headers
+    /// included, under 1% more than the media bytes) and still acknowledge by
+    /// byte count; they no longer see the chunk stream, so they do not answer
+    /// ping requests (neither server pings within the default 60 s).
+    pub discard: bool,
 }
 
 /// What a probe needs on top of a cheap player.
@@ -357,7 +372,11 @@ async fn play(
     stats.set_state(PeerState::Active);
     skim.set_hash_video(probe.is_some());
     let mut out: Vec<u8> = Vec::new();
+    // Probes always parse; cheap players discard once media flows (the answers to
+    // `play` come first and are skimmed like everything before them).
+    let mut discard = false;
     loop {
+        discard = discard || (probe.is_none() && shared.discard && skim.media_started());
         stream
             .readable()
             .await
@@ -366,29 +385,54 @@ async fn play(
         // WouldBlock so tokio clears readiness without a second, empty read.
         let mut drained = Drained::Empty;
         let mut failed = None;
-        let _ = stream.try_io(Interest::READABLE, || {
-            SCRATCH.with(|cell| {
-                let Ok(mut buf) = cell.try_borrow_mut() else {
-                    failed = Some("scratch buffer in use".to_owned());
-                    return Ok(());
-                };
-                match stream.try_read(&mut buf) {
-                    Ok(0) => drained = Drained::Closed,
-                    Ok(n) => {
-                        if let Err(e) = skim.handle_bytes(buf.get(..n).unwrap_or_default()) {
-                            failed = Some(format!("chunk stream: {e}"));
+        if discard {
+            let sock = socket2::SockRef::from(&stream);
+            let _ = stream.try_io(Interest::READABLE, || {
+                DISCARD.with(|cell| {
+                    let Ok(mut buf) = cell.try_borrow_mut() else {
+                        failed = Some("discard buffer in use".to_owned());
+                        return Ok(());
+                    };
+                    match sock.recv_with_flags(&mut buf, libc::MSG_TRUNC) {
+                        Ok(0) => drained = Drained::Closed,
+                        Ok(n) => {
+                            skim.discarded(n);
+                            drained = Drained::Read;
+                            if n < buf.len() {
+                                return Err(io::ErrorKind::WouldBlock.into());
+                            }
                         }
-                        drained = Drained::Read;
-                        if n < buf.len() {
-                            return Err(io::ErrorKind::WouldBlock.into());
-                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                        Err(e) => failed = Some(format!("reading: {}", e.kind())),
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
-                    Err(e) => failed = Some(format!("reading: {}", e.kind())),
-                }
-                Ok(())
-            })
-        });
+                    Ok(())
+                })
+            });
+        } else {
+            let _ = stream.try_io(Interest::READABLE, || {
+                SCRATCH.with(|cell| {
+                    let Ok(mut buf) = cell.try_borrow_mut() else {
+                        failed = Some("scratch buffer in use".to_owned());
+                        return Ok(());
+                    };
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => drained = Drained::Closed,
+                        Ok(n) => {
+                            if let Err(e) = skim.handle_bytes(buf.get(..n).unwrap_or_default()) {
+                                failed = Some(format!("chunk stream: {e}"));
+                            }
+                            drained = Drained::Read;
+                            if n < buf.len() {
+                                return Err(io::ErrorKind::WouldBlock.into());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+                        Err(e) => failed = Some(format!("reading: {}", e.kind())),
+                    }
+                    Ok(())
+                })
+            });
+        }
         if let Some(e) = failed {
             return Err(e);
         }

@@ -51,6 +51,9 @@ pub struct FanoutReport {
     pub probes: usize,
     /// Cheap players' pause after each read, ms (0: they read as data arrives).
     pub read_interval_ms: f64,
+    /// How cheap players drain: `"discard"` (dropped in the kernel, wire bytes
+    /// counted) or `"parse"` (read and skimmed, media bytes counted).
+    pub drain: &'static str,
     /// Players playing at the end of the window.
     pub players_connected: usize,
     /// Players that kept up (see [`KEPT_UP_RATIO`] and [`KEPT_UP_MAX_GAP_MS`]).

@@ -66,6 +66,8 @@ pub struct FanoutConfig {
     pub setup_timeout: Duration,
     /// Pause of cheap players after each read (see [`PlayerShared::read_interval`]).
     pub read_interval: Duration,
+    /// Cheap players discard media unread (see [`PlayerShared::discard`]).
+    pub discard: bool,
     /// The server process to measure.
     pub server_pid: Option<u32>,
     /// A label copied into the report.
@@ -408,6 +410,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         errors: errors.clone(),
         setup_timeout: cfg.setup_timeout,
         read_interval: cfg.read_interval,
+        discard: cfg.discard,
     });
     let latency_log = Arc::new(LatencyLog::new());
     let probe_ctx = ProbeCtx {
@@ -473,6 +476,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         players_requested: cfg.players,
         probes,
         read_interval_ms: cfg.read_interval.as_secs_f64() * 1000.0,
+        drain: if cfg.discard { "discard" } else { "parse" },
         players_connected: connected.len(),
         players_kept_up: verdicts.iter().filter(|v| v.kept_up).count(),
         players_failed: after.iter().filter(|s| s.state == PeerState::Gone).count(),
@@ -511,6 +515,7 @@ pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, BenchError> {
         errors: errors.clone(),
         setup_timeout: cfg.setup_timeout,
         read_interval: Duration::ZERO,
+        discard: false,
     });
     let crowd = Crowd::open(&shared, cfg.players, cfg.ramp_per_sec, 0, None, None).await;
     crowd

@@ -206,6 +206,17 @@ impl Skimmer {
         }
     }
 
+    /// Counts `n` bytes that were dropped unread (a discarding player): they count
+    /// as received and as media, and acknowledgements follow them. After this call
+    /// the chunk stream can no longer be followed, so [`Self::handle_bytes`] must not
+    /// be called again.
+    pub fn discarded(&mut self, n: usize) {
+        self.bytes_in += n as u64;
+        self.media_bytes += n as u64;
+        self.current = None;
+        self.header_len = 0;
+    }
+
     /// Feeds received bytes.
     pub fn handle_bytes(&mut self, mut data: &[u8]) -> Result<(), SkimError> {
         self.bytes_in += data.len() as u64;
@@ -614,6 +625,21 @@ mod tests {
         assert_eq!(out.len(), 34);
         assert_eq!(&out[12..18], &[0, 7, 0, 0, 0, 77]);
         assert_eq!(&out[30..34], &(bytes.len() as u32).to_be_bytes());
+    }
+
+    #[test]
+    fn discarded_bytes_count_and_are_acknowledged() {
+        let mut sk = Skimmer::new();
+        let mut out = Vec::new();
+        sk.discarded(DEFAULT_WINDOW as usize - 1);
+        sk.poll_transmit(&mut out);
+        assert!(out.is_empty(), "no ack before a window");
+        sk.discarded(10);
+        assert_eq!(sk.bytes_in(), u64::from(DEFAULT_WINDOW) + 9);
+        assert_eq!(sk.media_bytes(), sk.bytes_in());
+        sk.poll_transmit(&mut out);
+        assert_eq!(out.len(), 16);
+        assert_eq!(&out[12..16], &(DEFAULT_WINDOW + 9).to_be_bytes());
     }
 
     #[test]

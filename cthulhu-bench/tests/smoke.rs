@@ -107,6 +107,7 @@ fn fanout(
         duration: Duration::from_secs(secs),
         setup_timeout: Duration::from_secs(10),
         read_interval: Duration::ZERO,
+        discard: true,
         server_pid: Some(std::process::id()),
         label: Some("smoke".into()),
     }

@@ -446,6 +446,9 @@ struct Fanout {
     /// When a batch of audio only is written if no video comes first.
     hold_until: Option<Instant>,
     catch_up: CatchUp,
+    /// Some player has a backlog (kept up to date by `deliver` and after commands,
+    /// so the loop does not scan every player per message).
+    backlogged: bool,
 }
 
 impl Fanout {
@@ -470,18 +473,21 @@ impl Fanout {
             batch_urgent: false,
             hold_until: None,
             catch_up: CatchUp::default(),
+            backlogged: false,
         }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         debug!("Fan-out started");
         loop {
-            let backlogged = self.players.iter().any(|p| !p.backlog.is_empty());
+            let backlogged = self.backlogged;
             tokio::select! {
                 biased;
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
                     self.command(cmd);
+                    // Joins and session output can leave a backlog; commands are rare.
+                    self.backlogged = self.players.iter().any(|p| !p.backlog.is_empty());
                     if self.players.is_empty() && self.retire(&mut rx) {
                         break;
                     }
@@ -662,6 +668,7 @@ impl Fanout {
     fn deliver(&mut self) {
         let config = &self.owner.config;
         let now = Instant::now();
+        let mut backlogged = false;
         let mut i = 0;
         while i < self.players.len() {
             let p = &mut self.players[i];
@@ -679,9 +686,13 @@ impl Fanout {
             };
             match err {
                 Some(e) => self.players.swap_remove(i).close(e),
-                None => i += 1,
+                None => {
+                    backlogged |= !p.backlog.is_empty();
+                    i += 1;
+                }
             }
         }
+        self.backlogged = backlogged;
         self.batch.clear();
         self.batch_urgent = false;
         self.hold_until = None;

@@ -28,13 +28,15 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use locate::{key_path_at, line_col};
-pub(crate) use push_url::PushUrl;
+pub(crate) use push_url::{PushTarget, PushUrl};
 use secret::TomlSecret;
 
 /// Data directory used when the file names none.
 pub(crate) const DEFAULT_DATA_DIR: &str = "./cthulhu-data";
 /// RTMP listen address used when the file names none.
 pub(crate) const DEFAULT_RTMP_LISTEN: &str = "0.0.0.0:1935";
+/// SRT listen address used when the file names none.
+pub(crate) const DEFAULT_SRT_LISTEN: &str = "0.0.0.0:9000";
 /// Allowed outbound RTMP chunk sizes.
 pub(crate) const CHUNK_SIZE_RANGE: RangeInclusive<u32> = 128..=65536;
 /// Allowed values of every `*_timeout_secs` setting, up to one day.
@@ -79,6 +81,8 @@ pub(crate) struct Config {
     pub(crate) server: ServerConfig,
     /// `[rtmp]`: the RTMP listener.
     pub(crate) rtmp: RtmpConfig,
+    /// `[srt]`: the SRT listener and SRT destinations.
+    pub(crate) srt: SrtConfig,
     /// `[hub]`: per-stream buffering and fan-out.
     pub(crate) hub: HubConfig,
     /// `[[streams]]`: the streams that may be published, with their destinations.
@@ -117,6 +121,21 @@ pub(crate) struct RtmpConfig {
     /// video message, so both leave in one write (`audio_hold_ms`, 0 to 1000).
     /// Default 40 ms.
     pub(crate) audio_hold: Duration,
+}
+
+/// `[srt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SrtConfig {
+    /// Whether to listen for SRT at all (`enabled`). Default true.
+    pub(crate) enabled: bool,
+    /// Listen address (UDP). Default `0.0.0.0:9000`.
+    pub(crate) listen: SocketAddr,
+    /// Latency (`latency_ms`, 20 to 8000): what the listener asks of callers and
+    /// destinations use unless their URL says otherwise. Default 120 ms.
+    pub(crate) latency: Duration,
+    /// A publisher that sends nothing for this long is closed (`idle_timeout_secs`).
+    /// Default 10 s.
+    pub(crate) idle_timeout: Duration,
 }
 
 /// `[hub]`.
@@ -170,6 +189,10 @@ pub(crate) struct StreamConfig {
     pub(crate) key: Secret,
     /// Key required to play, if any (from `play_key` or `play_key_env`).
     pub(crate) play_key: Option<Secret>,
+    /// SRT passphrase (from `passphrase` or `passphrase_env`, 10 to 79 characters): SRT
+    /// publishers and players of this stream must encrypt with it (AES, key length as
+    /// the caller asks). None: SRT connections of this stream are not encrypted.
+    pub(crate) passphrase: Option<Secret>,
     /// `[[streams.push]]`: destinations the stream is pushed to.
     pub(crate) push: Vec<PushConfig>,
 }
@@ -212,6 +235,17 @@ impl Default for RtmpConfig {
     }
 }
 
+impl Default for SrtConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            latency: Duration::from_millis(120),
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
@@ -241,6 +275,7 @@ impl Config {
                 log: None,
             },
             rtmp: RtmpConfig::default(),
+            srt: SrtConfig::default(),
             hub: HubConfig::default(),
             streams: Vec::new(),
         }
@@ -309,6 +344,7 @@ impl Config {
 struct RawConfig {
     server: RawServer,
     rtmp: RawRtmp,
+    srt: RawSrt,
     hub: RawHub,
     streams: Vec<Spanned<RawStream>>,
 }
@@ -334,6 +370,15 @@ struct RawRtmp {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+struct RawSrt {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
+    latency_ms: Option<Spanned<i64>>,
+    idle_timeout_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawHub {
     gop_cache_bytes: Option<Spanned<i64>>,
     subscriber_queue_frames: Option<Spanned<i64>>,
@@ -351,6 +396,8 @@ struct RawStream {
     key_env: Option<Spanned<String>>,
     play_key: Option<Spanned<TomlSecret>>,
     play_key_env: Option<Spanned<String>>,
+    passphrase: Option<Spanned<TomlSecret>>,
+    passphrase_env: Option<Spanned<String>>,
     #[serde(default)]
     push: Vec<Spanned<RawPush>>,
 }
@@ -457,6 +504,7 @@ impl Checker<'_> {
         Ok(Config {
             server: self.server(raw.server)?,
             rtmp: self.rtmp(raw.rtmp)?,
+            srt: self.srt(raw.srt)?,
             hub: self.hub(raw.hub)?,
             streams: self.streams(raw.streams)?,
         })
@@ -527,6 +575,37 @@ impl Checker<'_> {
                 .int(raw.audio_hold_ms.as_ref(), "rtmp.audio_hold_ms", 0..=1000)?
                 .map(Duration::from_millis)
                 .unwrap_or(d.audio_hold),
+        })
+    }
+
+    fn srt(&self, raw: RawSrt) -> Result<SrtConfig, ConfigError> {
+        let d = SrtConfig::default();
+        let listen = match raw.listen {
+            None => d.listen,
+            Some(listen) => listen.get_ref().trim().parse().map_err(|_| {
+                self.error(
+                    &listen.span(),
+                    "srt.listen",
+                    format_args!(
+                        "invalid listen address {:?} (expected ip:port, such as {DEFAULT_SRT_LISTEN} or [::]:9000)",
+                        listen.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok(SrtConfig {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            listen,
+            latency: self
+                .int(raw.latency_ms.as_ref(), "srt.latency_ms", 20..=8000)?
+                .map(Duration::from_millis)
+                .unwrap_or(d.latency),
+            idle_timeout: self.secs(
+                raw.idle_timeout_secs.as_ref(),
+                "srt.idle_timeout_secs",
+                TIMEOUT_SECS_RANGE,
+                d.idle_timeout,
+            )?,
         })
     }
 
@@ -632,11 +711,27 @@ impl Checker<'_> {
                 }
             }
 
+            let passphrase =
+                self.secret(&at, "passphrase", stream.passphrase, stream.passphrase_env)?;
+            if let Some(p) = &passphrase {
+                let n = p.secret.expose().chars().count();
+                if !(10..=79).contains(&n) {
+                    return Err(self.error(
+                        &p.span,
+                        &p.key_path,
+                        format_args!(
+                            "an SRT passphrase has 10 to 79 characters (this one has {n})"
+                        ),
+                    ));
+                }
+            }
+
             let push = self.pushes(&at, &path, stream.push)?;
             out.push(StreamConfig {
                 path: path.clone(),
                 key: key.secret.clone(),
                 play_key: play_key.as_ref().map(|p| p.secret.clone()),
+                passphrase: passphrase.map(|p| p.secret),
                 push,
             });
             keys.push((i, path.clone(), key));
@@ -757,11 +852,16 @@ impl Checker<'_> {
         file: Spanned<String>,
     ) -> Result<PathBuf, ConfigError> {
         let key = format!("{at}.tls_ca_file");
-        if !url.rtmp().tls {
+        let scheme = match url.target() {
+            PushTarget::Rtmp(r) if r.tls => None,
+            PushTarget::Rtmp(_) => Some("rtmp"),
+            PushTarget::Srt(_) => Some("srt"),
+        };
+        if let Some(scheme) = scheme {
             return Err(self.error(
                 &file.span(),
                 &key,
-                "only applies to rtmps:// destinations (the url is rtmp://)",
+                format_args!("only applies to rtmps:// destinations (the url is {scheme}://)"),
             ));
         }
         if file.get_ref().trim().is_empty() {

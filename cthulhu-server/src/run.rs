@@ -9,6 +9,7 @@ use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
 use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
+use cthulhu_srt::{SrtPush, SrtPushConfig, SrtServer, SrtServerConfig, SrtUrl};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -136,9 +137,39 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     )
     .await
     .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // SRT binds before RTMP starts accepting, so a listening RTMP port means both are up.
+    let srt_task = if cfg.srt.enabled {
+        let passphrases: HashMap<StreamPath, Secret> = cfg
+            .streams
+            .iter()
+            .filter_map(|s| Some((s.path.clone(), s.passphrase.clone()?)))
+            .collect();
+        let srt_cfg = SrtServerConfig {
+            listener: cthulhu_srt::ListenerConfig {
+                latency: cfg.srt.latency,
+                ..Default::default()
+            },
+            passphrases: Arc::new(move |p: &StreamPath| passphrases.get(p).cloned()),
+            idle_timeout: cfg.srt.idle_timeout,
+            send_timeout: cfg.rtmp.play_stall_timeout,
+            ..SrtServerConfig::default()
+        };
+        let srt = SrtServer::bind(
+            cfg.srt.listen,
+            srt_cfg,
+            hub.clone(),
+            router.clone() as Arc<dyn Router>,
+        )
+        .await
+        .with_context(|| format!("listening for SRT on {}", cfg.srt.listen))?;
+        info!(addr = %srt.local_addr(), "SRT listening");
+        Some(tokio::spawn(srt.run(stop_rx.clone())))
+    } else {
+        None
+    };
     let addr = server.local_addr()?;
     info!(addr = %addr, "RTMP listening");
-    let (stop_tx, stop_rx) = watch::channel(false);
     let server_task = tokio::spawn(server.run(stop_rx));
 
     // Destinations come from the router: every configured stream's routes at start (so
@@ -148,6 +179,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         hub: hub.clone(),
         chunk_size: cfg.rtmp.chunk_size,
         audio_hold: cfg.rtmp.audio_hold,
+        srt_latency: cfg.srt.latency,
         grace: cfg.hub.publisher_grace,
         running: HashMap::new(),
     };
@@ -199,6 +231,9 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     let _ = stop_tx.send(true);
     hub.shutdown();
     let _ = server_task.await;
+    if let Some(t) = srt_task {
+        let _ = t.await;
+    }
     info!("Stopped");
     Ok(())
 }
@@ -208,6 +243,7 @@ struct Destinations {
     hub: Hub,
     chunk_size: u32,
     audio_hold: std::time::Duration,
+    srt_latency: std::time::Duration,
     grace: std::time::Duration,
     running: HashMap<(StreamPath, String), SupervisorHandle>,
 }
@@ -226,6 +262,38 @@ impl Destinations {
             };
             let id = (path.clone(), name.clone());
             if self.running.contains_key(&id) {
+                continue;
+            }
+            if url
+                .expose()
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("srt://"))
+            {
+                let url = match SrtUrl::parse(url.expose()) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        warn!(stream = %path, dest = %name, error = %e, "Destination skipped");
+                        continue;
+                    }
+                };
+                let sub = self
+                    .hub
+                    .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
+                let redacted = url.redacted();
+                info!(stream = %path, dest = %name, url = %redacted, "Destination configured");
+                let push_cfg = SrtPushConfig {
+                    latency: self.srt_latency,
+                    grace: self.grace,
+                    ..SrtPushConfig::default()
+                };
+                let push = SrtPush::new(name.clone(), url, sub, push_cfg);
+                let handle = Supervisor::spawn(
+                    format!("{path}:{name}"),
+                    redacted,
+                    Box::new(push),
+                    BackoffPolicy::default(),
+                );
+                self.running.insert(id, handle);
                 continue;
             }
             let url = match RtmpUrl::parse(url.expose()) {

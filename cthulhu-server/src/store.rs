@@ -77,6 +77,7 @@ impl From<StoredStream> for StreamConfig {
             path: stream.path,
             key: stream.key,
             play_key: None,
+            passphrase: None,
             push: Vec::new(),
         }
     }

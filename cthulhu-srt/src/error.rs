@@ -40,6 +40,9 @@ pub enum SrtError {
     /// The connection is closed.
     #[error("connection closed")]
     Closed,
+    /// The peer took nothing for this long (a stalled player or destination).
+    #[error("the peer took nothing for {} s", .0.as_secs())]
+    SendTimeout(std::time::Duration),
     /// srt-protocol panicked while handling this connection (a bug in the
     /// dependency); only this connection ended.
     #[error("internal error in srt-protocol (connection ended)")]

@@ -38,6 +38,12 @@ mod listener;
 mod reject;
 mod socket;
 
+pub mod pump;
+pub mod push;
+pub mod server;
+pub mod streamid;
+pub mod url;
+
 pub use caller::connect;
 pub use config::{
     CallerConfig, DEFAULT_SRT_BUFFER_BYTES, DEFAULT_UDP_BUFFER_BYTES, KeySize, ListenerConfig,
@@ -49,3 +55,8 @@ pub use error::SrtError;
 pub use handshake::redact_stream_id;
 pub use listener::{Incoming, ListenerStats, SrtListener};
 pub use reject::Reject;
+
+pub use push::{SrtPush, SrtPushConfig};
+pub use server::{PassphraseSource, SrtServer, SrtServerConfig};
+pub use streamid::StreamRequest;
+pub use url::{SrtUrl, SrtUrlError};

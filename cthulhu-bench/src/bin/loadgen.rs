@@ -65,6 +65,11 @@ struct Cli {
     /// arrives). On loopback, how often receivers read changes the server's cost.
     #[arg(long, default_value_t = 0.0)]
     read_interval_ms: f64,
+    /// How cheap players drain media: `discard` drops it in the kernel without
+    /// copying (recv with MSG_TRUNC; wire bytes counted), `parse` reads and skims
+    /// it (media bytes counted). Probes always parse.
+    #[arg(long, value_enum, default_value_t = Drain::Discard)]
+    drain: Drain,
     /// The publisher's outbound RTMP chunk size.
     #[arg(long, default_value_t = 4096)]
     chunk_size: u32,
@@ -86,6 +91,15 @@ struct Cli {
     /// Relay mode: seconds to wait for all destinations to connect.
     #[arg(long, default_value_t = 30.0)]
     relay_wait_secs: f64,
+}
+
+/// How cheap players drain media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Drain {
+    /// recv with MSG_TRUNC: nothing is copied out of the kernel.
+    Discard,
+    /// Read into a buffer and follow the chunk stream.
+    Parse,
 }
 
 fn secs(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -175,6 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             duration: secs("duration-secs", cli.duration_secs)?,
             setup_timeout,
             read_interval: secs("read-interval-ms", cli.read_interval_ms / 1000.0)?,
+            discard: cli.drain == Drain::Discard,
             server_pid: cli.server_pid,
             label: cli.label.clone(),
         })

@@ -113,19 +113,19 @@ fn full_file() {
     let yt = &studio.push[0];
     assert_eq!(yt.name, "youtube");
     assert!(yt.enabled);
-    assert!(!yt.url.rtmp().tls);
-    assert_eq!(yt.url.rtmp().host, "a.rtmp.youtube.com");
-    assert_eq!(yt.url.rtmp().port, 1935);
-    assert_eq!(yt.url.rtmp().app, "live2");
-    assert_eq!(yt.url.rtmp().key, "yt-key-1234");
+    assert!(!yt.url.rtmp().unwrap().tls);
+    assert_eq!(yt.url.rtmp().unwrap().host, "a.rtmp.youtube.com");
+    assert_eq!(yt.url.rtmp().unwrap().port, 1935);
+    assert_eq!(yt.url.rtmp().unwrap().app, "live2");
+    assert_eq!(yt.url.rtmp().unwrap().key, "yt-key-1234");
     assert_eq!(yt.tls_ca_file, None);
     let fb = &studio.push[1];
     assert_eq!(fb.name, "facebook");
     assert!(!fb.enabled);
-    assert!(fb.url.rtmp().tls);
-    assert_eq!(fb.url.rtmp().port, 443);
-    assert_eq!(fb.url.rtmp().app, "rtmp");
-    assert_eq!(fb.url.rtmp().key, "FB-key-5678?s_bl=1");
+    assert!(fb.url.rtmp().unwrap().tls);
+    assert_eq!(fb.url.rtmp().unwrap().port, 443);
+    assert_eq!(fb.url.rtmp().unwrap().app, "rtmp");
+    assert_eq!(fb.url.rtmp().unwrap().key, "FB-key-5678?s_bl=1");
     assert_eq!(
         fb.tls_ca_file.as_deref(),
         Some(Path::new("/etc/cthulhu/fb-ca.pem"))
@@ -187,6 +187,39 @@ fn syntax_error() {
 }
 
 #[test]
+fn srt_section_and_passphrases() {
+    let c = Config::parse(
+        "[srt]\nlisten = \"127.0.0.1:9100\"\nlatency_ms = 250\nidle_timeout_secs = 5\n\
+         [[streams]]\npath = \"live/a\"\nkey = \"k1\"\npassphrase = \"0123456789ab\"\n\
+         [[streams.push]]\nname = \"s\"\nurl = \"srt://127.0.0.1:9200?streamid=x&pbkeylen=16&passphrase=0123456789ab\"\n",
+        "cthulhu.toml",
+    )
+    .unwrap();
+    assert!(c.srt.enabled);
+    assert_eq!(c.srt.listen.to_string(), "127.0.0.1:9100");
+    assert_eq!(c.srt.latency, Duration::from_millis(250));
+    assert_eq!(c.srt.idle_timeout, Duration::from_secs(5));
+    assert_eq!(
+        c.streams[0].passphrase.as_ref().map(Secret::expose),
+        Some("0123456789ab")
+    );
+    assert!(matches!(
+        c.streams[0].push[0].url.target(),
+        PushTarget::Srt(_)
+    ));
+    let d = Config::parse("", "cthulhu.toml").unwrap();
+    assert_eq!(d.srt.listen.to_string(), DEFAULT_SRT_LISTEN);
+    assert_error(
+        "[srt]\nlatency_ms = 5\n",
+        "cthulhu.toml:2:14: srt.latency_ms: 5 is out of range (20..=8000)",
+    );
+    assert_error(
+        "[[streams]]\npath = \"live/a\"\nkey = \"k1\"\npassphrase = \"short\"\n",
+        "cthulhu.toml:4:14: streams[0].passphrase: an SRT passphrase has 10 to 79 characters (this one has 5)",
+    );
+}
+
+#[test]
 fn unknown_keys() {
     assert_error(
         "[rtmp]\nlisten_addr = \"127.0.0.1:1935\"\n",
@@ -194,8 +227,12 @@ fn unknown_keys() {
          `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`, `audio_hold_ms`",
     );
     assert_error(
-        "[hub]\n[srt]\nlisten = 1\n",
-        "cthulhu.toml:2:2: srt: unknown field `srt`, expected one of `server`, `rtmp`, `hub`, `streams`",
+        "[hub]\n[srtx]\nlisten = 1\n",
+        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`",
+    );
+    assert_error(
+        "[srt]\nlisten = 1\n",
+        "cthulhu.toml:2:10: srt.listen: invalid type: integer `1`, expected a string",
     );
     assert_error(
         &format!(

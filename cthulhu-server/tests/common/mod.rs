@@ -9,27 +9,46 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cthulhu_testkit::{ChildGuard, free_port, wait_for_port};
+
+/// A UDP port that is free on 127.0.0.1 now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
 use tokio::process::Command;
 
 /// A running `cthulhu-server` process.
 pub struct Cthulhu {
     pub proc: ChildGuard,
     pub port: u16,
+    /// The SRT listener's UDP port (127.0.0.1).
+    pub srt_port: u16,
     pub dir: tempfile::TempDir,
 }
 
 impl Cthulhu {
-    /// Starts the server with `body` appended after an `[rtmp]` section on a free port.
+    /// Starts the server with `body` appended after an `[rtmp]` section on a free port,
+    /// and SRT on another free port.
     pub async fn start(body: &str) -> Result<Self> {
+        Self::start_with_srt(body, "").await
+    }
+
+    /// Like [`Self::start`], with `srt` as extra lines of the `[srt]` section.
+    pub async fn start_with_srt(body: &str, srt: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
+        let srt_port = free_udp_port();
         let config = format!(
-            "[server]\ndata_dir = \"{}\"\nlog = \"info,cthulhu=debug\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}",
+            "[server]\ndata_dir = \"{}\"\nlog = \"info,cthulhu=debug\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n{srt}\n",
             dir.path().join("data").display()
         );
         let path = dir.path().join("cthulhu.toml");
         std::fs::write(&path, config)?;
-        Self::start_with(&path, port, dir).await
+        let mut me = Self::start_with(&path, port, dir).await?;
+        me.srt_port = srt_port;
+        Ok(me)
     }
 
     async fn start_with(config: &Path, port: u16, dir: tempfile::TempDir) -> Result<Self> {
@@ -40,7 +59,25 @@ impl Cthulhu {
         wait_for_port(port, Duration::from_secs(10))
             .await
             .with_context(|| format!("server did not listen: {}", proc.log_tail()))?;
-        Ok(Self { proc, port, dir })
+        Ok(Self {
+            proc,
+            port,
+            srt_port: 0,
+            dir,
+        })
+    }
+
+    /// `srt://127.0.0.1:SRT_PORT?streamid=STREAMID` (the stream id percent-encoded).
+    pub fn srt_url(&self, stream_id: &str, extra: &str) -> String {
+        let mut id = String::new();
+        for b in stream_id.bytes() {
+            if b.is_ascii_alphanumeric() || b"-_./".contains(&b) {
+                id.push(b as char);
+            } else {
+                id.push_str(&format!("%{b:02X}"));
+            }
+        }
+        format!("srt://127.0.0.1:{}?streamid={id}{extra}", self.srt_port)
     }
 
     /// `rtmp://127.0.0.1:PORT/live/NAME`.
