@@ -139,7 +139,8 @@ impl Default for ListenerConfig {
 }
 
 /// Configuration of an outgoing connection ([`connect`](crate::connect)).
-#[derive(Clone, Debug)]
+/// Its `Debug` output redacts the stream id (the passphrase never prints).
+#[derive(Clone)]
 pub struct CallerConfig {
     /// The SRT listener to call.
     pub addr: SocketAddr,
@@ -168,6 +169,26 @@ pub struct CallerConfig {
     pub recv_queue_messages: usize,
     /// See [`ListenerConfig::send_queue_messages`]. Default 2048.
     pub send_queue_messages: usize,
+}
+
+impl std::fmt::Debug for CallerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerConfig")
+            .field("addr", &self.addr)
+            .field(
+                "stream_id",
+                &self.stream_id.as_deref().map(crate::redact_stream_id),
+            )
+            .field("passphrase", &self.passphrase)
+            .field("key_size", &self.key_size)
+            .field("latency", &self.latency)
+            .field("send_buffer_bytes", &self.send_buffer_bytes)
+            .field("recv_buffer_bytes", &self.recv_buffer_bytes)
+            .field("udp_buffer_bytes", &self.udp_buffer_bytes)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("peer_idle_timeout", &self.peer_idle_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallerConfig {
@@ -377,5 +398,18 @@ mod tests {
         let (_, keys) = cfg.validate().unwrap();
         assert_eq!(keys.unwrap().key_size, options::KeySize::AES256);
         assert!(CallerConfig::default().validate().is_err());
+    }
+
+    #[test]
+    fn caller_debug_hides_secrets() {
+        let mut cfg = CallerConfig::new("127.0.0.1:9000".parse().unwrap());
+        cfg.stream_id = Some("#!::r=live/a,s=streamkey".into());
+        cfg.passphrase = Some(Secret::new("passphrase123"));
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("streamkey") && !text.contains("passphrase123"),
+            "{text}"
+        );
+        assert!(text.contains("r=live/a"), "{text}");
     }
 }

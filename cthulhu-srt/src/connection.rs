@@ -57,7 +57,8 @@ pub struct ConnectionStats {
     pub packets_received: u64,
     /// Packets the peer reported lost (we retransmitted or dropped them).
     pub packets_sent_lost: u64,
-    /// Gaps we detected in what the peer sent.
+    /// Gaps we detected in what the peer sent (srt-protocol 0.4.4 never
+    /// counts these: always 0).
     pub packets_received_lost: u64,
     /// Packets we retransmitted.
     pub packets_retransmitted: u64,
@@ -78,7 +79,8 @@ pub struct ConnectionStats {
     pub bytes_sent: u64,
     /// Payload bytes received.
     pub bytes_received: u64,
-    /// Smoothed round-trip time.
+    /// Smoothed round-trip time (srt-protocol 0.4.4 does not report it:
+    /// always 0 for now).
     pub rtt: Duration,
     /// Packets in the send buffer (sent or waiting, not yet acknowledged).
     pub send_buffer_packets: u64,
@@ -142,8 +144,7 @@ pub(crate) enum Cmd {
 }
 
 /// An open SRT connection (listener or caller side). Use [`split`](Self::split)
-/// to send and receive.
-#[derive(Debug)]
+/// to send and receive. Its `Debug` output redacts the stream id.
 #[must_use = "an SrtConnection closes when dropped"]
 pub struct SrtConnection {
     peer: SocketAddr,
@@ -179,6 +180,19 @@ impl SrtConnection {
     /// working; dropping both closes the connection.
     pub fn split(self) -> (SrtSender, SrtReceiver) {
         (self.sender, self.receiver)
+    }
+}
+
+impl std::fmt::Debug for SrtConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtConnection")
+            .field("peer", &self.peer)
+            .field(
+                "stream_id",
+                &self.stream_id.as_deref().map(redact_stream_id),
+            )
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
     }
 }
 
@@ -326,6 +340,25 @@ pub(crate) fn spawn(
     }
 }
 
+/// Control packets srt-protocol 0.4.4 answers with `todo!()` or
+/// `unimplemented!()` (congestion warning, peer error, SRT extension packets
+/// other than handshake and key material): never handed to it.
+fn unhandled_control(d: &[u8]) -> Option<&'static str> {
+    let first = u16::from_be_bytes([*d.first()?, *d.get(1)?]);
+    if first & 0x8000 == 0 {
+        return None;
+    }
+    match first & 0x7FFF {
+        0x4 => Some("congestion warning"),
+        0x8 => Some("peer error"),
+        0x7FFF => {
+            let subtype = u16::from_be_bytes([*d.get(2)?, *d.get(3)?]);
+            (!(1..=4).contains(&subtype)).then_some("SRT extension")
+        }
+        _ => None,
+    }
+}
+
 /// Why a driver stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -432,7 +465,6 @@ impl Driver {
             };
             let watch_receiver = !cmds_open && close_at.is_none();
             tokio::select! {
-                biased;
                 d = self.inbound.recv(), if inbound_open => match d {
                     Some(d) => {
                         let mut ok = self.handle_datagram(now, d);
@@ -566,6 +598,10 @@ impl Driver {
     /// Parses one datagram and hands it to srt-protocol. `false` if it panicked.
     fn handle_datagram(&mut self, now: Instant, d: Bytes) -> bool {
         let peer = self.peer;
+        if let Some(kind) = unhandled_control(&d) {
+            debug!(peer = %peer, kind, "SRT control packet srt-protocol cannot handle; ignored");
+            return true;
+        }
         let conn = &mut self.conn;
         guarded(peer, "handling a packet", || {
             match Packet::parse(&mut &d[..], peer.is_ipv6()) {
@@ -604,5 +640,74 @@ impl Driver {
         {
             let _ = self.socket.send_to(&buf, self.peer).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_packets_that_panic_srt_protocol_are_recognised() {
+        let mut p = [
+            0x80, 0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0,
+        ];
+        assert_eq!(unhandled_control(&p), Some("peer error"));
+        p[1] = 0x04;
+        assert_eq!(unhandled_control(&p), Some("congestion warning"));
+        p[0..4].copy_from_slice(&[0xFF, 0xFF, 0, 5]);
+        assert_eq!(unhandled_control(&p), Some("SRT extension"));
+        p[3] = 3; // key material request: handled
+        assert_eq!(unhandled_control(&p), None);
+        p[0..2].copy_from_slice(&[0x80, 0x02]); // ACK
+        assert_eq!(unhandled_control(&p), None);
+        p[0] = 0; // data
+        assert_eq!(unhandled_control(&p), None);
+        assert_eq!(unhandled_control(&[0x80]), None);
+    }
+
+    /// The panic is real: srt-protocol's DuplexConnection hits `todo!()` on a
+    /// peer error packet; `guarded` contains it.
+    #[test]
+    fn srt_protocol_panics_on_peer_error_and_guarded_contains_it() {
+        use srt_protocol::connection::{Connection, ConnectionSettings};
+        use srt_protocol::options::{LiveBandwidthMode, PacketCount, PacketSize};
+        use srt_protocol::packet::{SeqNumber, SocketId};
+        use srt_protocol::protocol::handshake::Handshake;
+
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let now = Instant::now();
+        let mut conn = DuplexConnection::new(Connection {
+            settings: ConnectionSettings {
+                remote: peer,
+                remote_sockid: SocketId(2),
+                local_sockid: SocketId(1),
+                socket_start_time: now,
+                rtt: Duration::from_millis(1),
+                init_seq_num: SeqNumber::new_truncate(0),
+                max_packet_size: PacketSize(1316),
+                max_flow_size: PacketCount(8192),
+                send_tsbpd_latency: Duration::from_millis(120),
+                recv_tsbpd_latency: Duration::from_millis(120),
+                too_late_packet_drop: true,
+                peer_idle_timeout: Duration::from_secs(5),
+                recv_buffer_size: PacketCount(8192),
+                send_buffer_size: PacketCount(8192),
+                cipher: None,
+                stream_id: None,
+                bandwidth: LiveBandwidthMode::Unlimited,
+                statistics_interval: Duration::from_secs(1),
+            },
+            handshake: Handshake::Connector,
+        });
+        let packet = Packet::Control(ControlPacket {
+            timestamp: TimeStamp::from_micros(0),
+            dest_sockid: SocketId(1),
+            control_type: ControlTypes::PeerError(1),
+        });
+        let r = guarded(peer, "test", || {
+            conn.handle_packet_input(now, Ok((packet, peer)))
+        });
+        assert!(r.is_none(), "srt-protocol no longer panics on a peer error");
     }
 }

@@ -184,8 +184,9 @@ pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
                     "socket groups (connection bonding) are not supported",
                 ));
             }
-            // Responses in a request, or kinds srt-protocol would pass on.
-            2 | 4 => kept.push((at, end)),
+            // Anything else, including responses (HSRSP, KMRSP) in a request:
+            // srt-protocol would panic on a KMRSP here ("expected no
+            // secrets"); a request has no use for them.
             _ => stripped = true,
         }
         at = end;
@@ -424,6 +425,35 @@ pub(crate) mod tests {
             ],
         );
         let got = inspect_conclusion(&c).unwrap();
+        assert_eq!(got.packet, conclusion(0, &[hsreq(0xBF)]));
+    }
+
+    /// The upstream bugs are real: srt-protocol panics parsing the congestion
+    /// extension of a libsrt `transtype=file` caller, and any well-formed
+    /// filter extension (libsrt's own `fec,cols:..` form merely fails to parse,
+    /// so such a caller would time out without a reason).
+    #[test]
+    fn srt_protocol_panics_on_congestion_and_filter_extensions() {
+        let peer = "127.0.0.1:9".parse().unwrap();
+        for e in [
+            ext(EXT_CONGESTION, &ext_str("file")),
+            ext(EXT_FILTER, &ext_str("cols:4,rows:2")),
+        ] {
+            let c = conclusion(0, &[hsreq(0xBF), e]);
+            let r = crate::guard::guarded(peer, "test", || {
+                srt_protocol::packet::Packet::parse(&mut &c[..], false).is_ok()
+            });
+            assert_eq!(r, None, "srt-protocol no longer panics here");
+        }
+    }
+
+    #[test]
+    fn responses_in_a_request_are_stripped() {
+        let mut kmrsp = kmreq(16);
+        kmrsp[1] = 4;
+        let c = conclusion(0, &[hsreq(0xBF), kmrsp]);
+        let got = inspect_conclusion(&c).unwrap();
+        assert!(!got.encrypted);
         assert_eq!(got.packet, conclusion(0, &[hsreq(0xBF)]));
     }
 

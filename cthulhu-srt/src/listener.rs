@@ -173,8 +173,8 @@ impl SrtListener {
 }
 
 /// A connection request waiting for the application's decision. Dropping it
-/// undecided rejects it with [`Reject::Peer`].
-#[derive(Debug)]
+/// undecided rejects it with [`Reject::Peer`]. Its `Debug` output redacts the
+/// stream id.
 #[must_use = "an undecided request is rejected when dropped"]
 pub struct Incoming {
     peer: SocketAddr,
@@ -249,6 +249,20 @@ impl Incoming {
         if self.decisions.try_send(decision).is_err() {
             debug!(peer = %self.peer, "Listener busy or gone; the request will time out instead");
         }
+    }
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("peer", &self.peer)
+            .field(
+                "stream_id",
+                &self.stream_id.as_deref().map(redact_stream_id),
+            )
+            .field("key_size", &self.key_size)
+            .field("encrypted", &self.encrypted)
+            .finish_non_exhaustive()
     }
 }
 
@@ -641,18 +655,25 @@ impl Dispatcher {
                 let response = match response {
                     Some((packet, _)) => {
                         let mut buf = BytesMut::new();
-                        guarded(peer, "serialising a handshake", || {
+                        if guarded(peer, "serialising a handshake", || {
                             packet.serialize(&mut buf)
                         })
-                        .ok_or(SrtError::Internal)?;
+                        .is_none()
+                        {
+                            Counters::bump(&self.counters.panics);
+                            return Err(SrtError::Internal);
+                        }
                         buf.freeze()
                     }
                     None => Bytes::new(),
                 };
-                let duplex = guarded(peer, "creating a connection", || {
+                let Some(duplex) = guarded(peer, "creating a connection", || {
                     DuplexConnection::new(conn)
-                })
-                .ok_or(SrtError::Internal)?;
+                }) else {
+                    Counters::bump(&self.counters.panics);
+                    return Err(SrtError::Internal);
+                };
+                Counters::bump(&self.counters.accepted);
                 self.send(&response, peer);
                 let shared = Arc::new(Shared::default());
                 let (inbound_tx, inbound_rx) = mpsc::channel(self.params.inbound_queue_packets);

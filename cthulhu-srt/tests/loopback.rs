@@ -212,3 +212,48 @@ async fn connect_times_out_without_a_listener() {
     cfg.connect_timeout = Duration::from_millis(600);
     assert!(matches!(connect(cfg).await, Err(SrtError::ConnectTimeout)));
 }
+
+/// A reader that does not read: its messages are dropped and counted once its
+/// queue is full, the connection stays up, and reading resumes afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_drops_and_counts_without_stalling() {
+    common::init_logging();
+    let cfg = ListenerConfig {
+        recv_queue_messages: 16,
+        ..Default::default()
+    };
+    let mut l = listener(cfg).await;
+    let addr = l.local_addr();
+    let accept = tokio::spawn(async move {
+        let conn = l.next().await.unwrap().accept(None).await.unwrap();
+        (l, conn)
+    });
+    let caller = connect(CallerConfig::new(addr)).await.unwrap();
+    let (_l, server) = accept.await.unwrap();
+    let (mut tx, _crx) = caller.split();
+    let (_stx, mut rx) = server.split();
+    send_all(&mut tx, &pattern(200 * MAX_PAYLOAD)).await;
+    // Nobody reads for a while (latency 120 ms: all of it is released).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut queued = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+        queued += 1;
+    }
+    let stats = rx.stats();
+    eprintln!("queued {queued}; {stats:?}");
+    assert!(queued >= 16, "{queued}");
+    assert!(stats.messages_queue_dropped > 0, "{stats:?}");
+    // Every message was either queued, dropped for the slow reader, or (not
+    // expected on loopback) dropped by SRT as too late.
+    assert_eq!(
+        queued + stats.messages_queue_dropped + stats.packets_recv_dropped,
+        200,
+        "{stats:?}"
+    );
+    // Still connected: new data arrives.
+    send_all(&mut tx, &pattern(MAX_PAYLOAD)).await;
+    let m = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(m.map(|m| m.len()), Some(MAX_PAYLOAD));
+}

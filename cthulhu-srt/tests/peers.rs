@@ -392,3 +392,55 @@ async fn wrong_passphrase_is_refused() {
         "{r:?}"
     );
 }
+
+/// Measurement, not part of the suite (`cargo test -p cthulhu-srt --test
+/// peers -- --ignored`): 10 s at 20 Mbit/s with 1 s latency from our caller to
+/// an srt-live-transmit listener, in real time, with the default buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: 10 s at 20 Mbit/s"]
+async fn caller_20_mbit_per_s_to_srt_live_transmit() {
+    common::init_logging();
+    if tools(&["srt-live-transmit"]).is_none() {
+        return;
+    }
+    let secs = 10.0;
+    let len = (20_000_000.0 / 8.0 * secs) as usize;
+    let mut seed = 0x9E37_79B9_u32;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed as u8
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.bin");
+    let port = common::free_udp_port();
+    let mut slt = Slt::spawn(
+        &format!("srt://127.0.0.1:{port}?mode=listener&latency=1000"),
+        "file://con",
+        Some(&out),
+        60,
+    )
+    .unwrap();
+    let mut c = CallerConfig::new(SocketAddr::from(([127, 0, 0, 1], port)));
+    c.latency = Duration::from_secs(1);
+    c.connect_timeout = Duration::from_secs(10);
+    let (mut tx, rx) = connect(c).await.unwrap().split();
+    let start = std::time::Instant::now();
+    send_paced(&mut tx, &data, 400_000, Duration::from_secs_f64(secs)).await;
+    let _ = wait_file_len(&out, len - 4096, Duration::from_secs(20)).await;
+    tx.close().await;
+    if slt.wait_exit(Duration::from_secs(5)).await.is_none() {
+        slt.terminate(Duration::from_secs(10)).await;
+    }
+    let got = std::fs::read(&out).unwrap();
+    let stats = rx.stats();
+    eprintln!(
+        "20 Mbit/s: wrote {} of {len} bytes in {:?}; {stats:?}",
+        got.len(),
+        start.elapsed()
+    );
+    assert_same(&got, &data, "20 Mbit/s caller → srt-live-transmit");
+}
