@@ -47,12 +47,17 @@ pub struct SrtUrlError {
 
 impl SrtUrl {
     /// Parses a destination URL.
+    ///
+    /// SRT URLs have no fragment: a `#` is part of the query, as in the
+    /// access-control stream id `streamid=#!::r=live/a,m=publish` that ffmpeg,
+    /// OBS and vMix take unencoded. It may also be percent-encoded (`%23`).
     pub fn parse(s: &str) -> Result<Self, SrtUrlError> {
         let fail = |reason: String| SrtUrlError {
             url: redact_url(s),
             reason,
         };
-        let u = url::Url::parse(s).map_err(|e| fail(e.to_string()))?;
+        let escaped = s.replace('#', "%23");
+        let u = url::Url::parse(&escaped).map_err(|e| fail(e.to_string()))?;
         if u.scheme() != "srt" {
             return Err(fail(format!("scheme {:?} is not srt", u.scheme())));
         }
@@ -169,6 +174,19 @@ impl fmt::Debug for SrtUrl {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn unencoded_access_control_stream_id() {
+        let u =
+            SrtUrl::parse("srt://127.0.0.1:9000?streamid=#!::r=live/a,m=publish,s=k1&latency=80")
+                .unwrap();
+        assert_eq!(
+            u.stream_id.as_ref().map(Secret::expose),
+            Some("#!::r=live/a,m=publish,s=k1")
+        );
+        assert_eq!(u.latency, Some(Duration::from_millis(80)));
+        assert!(!format!("{u:?}").contains("k1"));
+    }
 
     #[test]
     fn full_url() {
