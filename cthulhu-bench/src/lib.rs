@@ -23,6 +23,7 @@
 
 use std::path::PathBuf;
 
+pub mod key;
 pub mod player;
 pub mod procstat;
 pub mod publisher;
@@ -30,6 +31,7 @@ pub mod relay;
 pub mod report;
 pub mod run;
 pub mod skim;
+pub mod srt;
 pub mod stats;
 pub mod timing;
 

@@ -21,7 +21,9 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 use crate::BenchError;
+use crate::key::VideoKey;
 use crate::skim::Skimmer;
+use crate::srt::SrtTarget;
 use crate::stats::{Clock, ErrorLog, LatencyLog, PeerState, PeerStats, SentLog, Window};
 
 /// Size of the per-thread read buffer.
@@ -71,11 +73,38 @@ impl PlayTarget {
     }
 }
 
+/// What to play, over which protocol.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An RTMP stream.
+    Rtmp(PlayTarget),
+    /// An SRT stream (MPEG-TS), played by calling the server.
+    Srt(SrtTarget),
+}
+
+impl Target {
+    /// Parses an `rtmp://` or `srt://` play URL.
+    pub fn parse(url: &str) -> Result<Self, BenchError> {
+        if url.starts_with("srt://") {
+            SrtTarget::parse(url, "play URL").map(Target::Srt)
+        } else {
+            PlayTarget::parse(url).map(Target::Rtmp)
+        }
+    }
+
+    /// Whether this plays over SRT.
+    pub fn is_srt(&self) -> bool {
+        matches!(self, Target::Srt(_))
+    }
+}
+
 /// What every player of a run shares.
 #[derive(Debug)]
 pub struct PlayerShared {
     /// What to play.
-    pub target: PlayTarget,
+    pub target: Target,
+    /// How probes match video messages to their sending.
+    pub video_key: VideoKey,
     /// The run's clock.
     pub clock: Clock,
     /// The measurement window.
@@ -112,7 +141,10 @@ pub struct ProbeCtx {
 /// Runs one player until its connection ends (or the task is aborted): connects,
 /// plays, then drains. Failures are counted in `shared.errors`.
 pub async fn run_player(shared: Arc<PlayerShared>, stats: Arc<PeerStats>, probe: Option<ProbeCtx>) {
-    let r = play(&shared, &stats, probe.as_ref()).await;
+    let r = match &shared.target {
+        Target::Rtmp(t) => play(t, &shared, &stats, probe.as_ref()).await,
+        Target::Srt(t) => crate::srt::play(t, &shared, &stats, probe.as_ref()).await,
+    };
     stats.set_state(PeerState::Gone);
     if let Err(e) = r {
         shared.errors.add(e);
@@ -300,8 +332,7 @@ async fn handshake(stream: &mut TcpStream, skim: &mut Skimmer) -> Result<(), Str
 }
 
 /// Connects, handshakes and asks to play; returns the socket and the skimmer.
-async fn setup(shared: &PlayerShared) -> Result<(TcpStream, Skimmer), String> {
-    let t = &shared.target;
+async fn setup(t: &PlayTarget) -> Result<(TcpStream, Skimmer), String> {
     let mut stream = TcpStream::connect((t.host.as_str(), t.port))
         .await
         .map_err(|e| format!("connect: {}", e.kind()))?;
@@ -362,15 +393,17 @@ enum Drained {
 }
 
 async fn play(
+    target: &PlayTarget,
     shared: &PlayerShared,
     stats: &PeerStats,
     probe: Option<&ProbeCtx>,
 ) -> Result<(), String> {
-    let (stream, mut skim) = tokio::time::timeout(shared.setup_timeout, setup(shared))
+    let (stream, mut skim) = tokio::time::timeout(shared.setup_timeout, setup(target))
         .await
         .map_err(|_| "setup timed out".to_owned())??;
     stats.set_state(PeerState::Active);
     skim.set_hash_video(probe.is_some());
+    skim.set_video_key(shared.video_key);
     let mut out: Vec<u8> = Vec::new();
     // Probes always parse; cheap players discard once media flows (the answers to
     // `play` come first and are skimmed like everything before them).

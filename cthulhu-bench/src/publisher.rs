@@ -8,18 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cthulhu_core::format::flv::{FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use cthulhu_core::format::flv::{self, FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use cthulhu_core::{Timestamp, TrackId};
 use cthulhu_rtmp::chunk::{
     CSID_AUDIO, CSID_DATA, CSID_VIDEO, Chunker, Message, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO,
 };
 use cthulhu_rtmp::client::ServerNotice;
 use cthulhu_rtmp::{ClientConfig, PublishingClient, RtmpUrl};
+use cthulhu_srt::CallerConfig;
+use cthulhu_srt::pump::TsPump;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::BenchError;
-use crate::skim::body_hash;
+use crate::key::{VideoKey, last_nal_key};
 use crate::stats::SentLog;
 
 /// `@setDataFrame` as an AMF0 string: what a publisher puts before `onMetaData`.
@@ -150,6 +153,8 @@ pub struct PublishConfig {
     pub url: RtmpUrl,
     /// Outbound chunk size.
     pub chunk_size: u32,
+    /// How video messages are logged for the probes.
+    pub video_key: VideoKey,
 }
 
 /// Connects and publishes `file` in real time until `stop` turns true. `live` is
@@ -223,7 +228,9 @@ pub async fn publish(
                 )
                 .map_err(|e| BenchError::Publish(e.to_string()))?;
             if tag.tag_type == TAG_VIDEO {
-                sent.record(body_hash(&tag.body), now.into_std());
+                if let Some(k) = cfg.video_key.of_flv_body(&tag.body) {
+                    sent.record(k, now.into_std());
+                }
                 stats.video_messages.fetch_add(1, Ordering::Relaxed);
             }
             stats
@@ -259,5 +266,99 @@ pub async fn publish(
     {
         warn!("Unpublishing timed out");
     }
+    Ok(())
+}
+
+/// Publishes `file` in real time over SRT as MPEG-TS until `stop` turns true:
+/// the tags become core frames, muxed by the same [`TsPump`] the server's SRT
+/// players use, in 1316-byte messages. `live` is set once the server accepted the
+/// connection. Video frames are logged by [`VideoKey::LastNal`].
+pub async fn publish_srt(
+    caller: CallerConfig,
+    file: Arc<MediaFile>,
+    stats: Arc<PublisherStats>,
+    sent: Arc<SentLog>,
+    live: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), BenchError> {
+    let conn = cthulhu_srt::connect(caller)
+        .await
+        .map_err(|e| BenchError::Publish(format!("connecting: {e}")))?;
+    info!(
+        latency_ms = conn.latency().as_millis() as u64,
+        "Publishing over SRT"
+    );
+    let (mut tx, mut rx) = conn.split();
+    live.send_replace(true);
+    let mut pump = TsPump::new();
+    let start = Instant::now();
+    let mut out: Vec<Bytes> = Vec::new();
+    let mut lap: u64 = 0;
+    let mut i = 0usize;
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let now = Instant::now();
+        let mut next_due = None;
+        let mut keys = Vec::new();
+        while next_due.is_none() {
+            let Some(tag) = file.tags.get(i) else {
+                i = 0;
+                lap += 1;
+                continue;
+            };
+            let ts = u64::from(tag.ts) + lap * u64::from(file.loop_ms);
+            let due = start + Duration::from_millis(ts);
+            if due > now {
+                next_due = Some(due);
+                break;
+            }
+            i += 1;
+            if lap > 0 && tag.first_loop_only {
+                continue;
+            }
+            let dts = Timestamp::from_millis(ts as i64);
+            let frame = match tag.tag_type {
+                TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO),
+                TAG_AUDIO => flv::audio_to_frame(&tag.body, dts, TrackId::AUDIO),
+                _ => Ok(None),
+            }
+            .map_err(|e| BenchError::Flv(e.to_string()))?;
+            stats
+                .body_bytes
+                .fetch_add(tag.body.len() as u64, Ordering::Relaxed);
+            let Some(frame) = frame else { continue };
+            pump.frame(&frame)
+                .map_err(|e| BenchError::Publish(format!("muxing: {e}")))?;
+            if tag.tag_type == TAG_VIDEO && !frame.is_config() {
+                keys.extend(last_nal_key(&frame.data));
+                stats.video_messages.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        pump.take_messages(&mut out);
+        let sent_at = Instant::now().into_std();
+        for k in keys {
+            sent.record(k, sent_at);
+        }
+        for msg in out.drain(..) {
+            tx.send(msg)
+                .await
+                .map_err(|e| BenchError::Publish(format!("sending: {e}")))?;
+        }
+        let Some(due) = next_due else { continue };
+        tokio::select! {
+            _ = tokio::time::sleep_until(due) => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+            m = rx.recv() => if m.is_none() {
+                return Err(BenchError::Publish("the server closed the connection".into()));
+            },
+        }
+    }
+    tx.close().await;
     Ok(())
 }

@@ -16,14 +16,16 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::info;
 
 use crate::BenchError;
-use crate::player::{PlayTarget, PlayerShared, ProbeCtx, run_player};
+use crate::key::VideoKey;
+use crate::player::{PlayerShared, ProbeCtx, Target, run_player};
 use crate::procstat;
-use crate::publisher::{MediaFile, PublishConfig, PublisherStats, publish};
+use crate::publisher::{MediaFile, PublishConfig, PublisherStats, publish, publish_srt};
 use crate::relay::{self, Destinations, RelayShared};
 use crate::report::{
     DestinationReport, FanoutReport, IdleReport, KEPT_UP_MAX_GAP_MS, KEPT_UP_RATIO, Latency,
     RelayReport, ServerUsage,
 };
+use crate::srt::SrtTarget;
 use crate::stats::{
     Clock, ErrorLog, LatencyLog, PeerSnapshot, PeerState, PeerStats, Percentiles, SentLog, Window,
 };
@@ -43,6 +45,13 @@ pub struct SourceConfig {
     pub file: PathBuf,
     /// The publisher's outbound chunk size.
     pub chunk_size: u32,
+}
+
+impl SourceConfig {
+    /// Whether the publisher speaks SRT (`srt://` publish URL).
+    pub fn is_srt(&self) -> bool {
+        self.publish_url.starts_with("srt://")
+    }
 }
 
 /// A fan-out run.
@@ -124,7 +133,11 @@ struct PublisherRun {
 }
 
 impl PublisherRun {
-    fn start(timing: &TimingThread, source: &SourceConfig) -> Result<Self, BenchError> {
+    fn start(
+        timing: &TimingThread,
+        source: &SourceConfig,
+        video_key: VideoKey,
+    ) -> Result<Self, BenchError> {
         let file = Arc::new(MediaFile::load(&source.file)?);
         info!(
             file = %source.file.display(),
@@ -132,25 +145,38 @@ impl PublisherRun {
             loop_secs = file.loop_duration().as_secs_f64(),
             "Input"
         );
-        let url = RtmpUrl::parse(&source.publish_url).map_err(|source| BenchError::Url {
-            what: "publish URL",
-            source,
-        })?;
         let stats = Arc::new(PublisherStats::default());
         let sent = Arc::new(SentLog::new(SENT_LOG_KEEP));
         let (stop, stop_rx) = watch::channel(false);
         let (live_tx, live) = watch::channel(false);
-        let task = timing.handle().spawn(publish(
-            PublishConfig {
-                url,
-                chunk_size: source.chunk_size,
-            },
-            file,
-            stats.clone(),
-            sent.clone(),
-            live_tx,
-            stop_rx,
-        ));
+        let task = if source.is_srt() {
+            let target = SrtTarget::parse(&source.publish_url, "publish URL")?;
+            timing.handle().spawn(publish_srt(
+                target.caller,
+                file,
+                stats.clone(),
+                sent.clone(),
+                live_tx,
+                stop_rx,
+            ))
+        } else {
+            let url = RtmpUrl::parse(&source.publish_url).map_err(|source| BenchError::Url {
+                what: "publish URL",
+                source,
+            })?;
+            timing.handle().spawn(publish(
+                PublishConfig {
+                    url,
+                    chunk_size: source.chunk_size,
+                    video_key,
+                },
+                file,
+                stats.clone(),
+                sent.clone(),
+                live_tx,
+                stop_rx,
+            ))
+        };
         Ok(Self {
             stats,
             sent,
@@ -391,11 +417,17 @@ fn latency(log: &LatencyLog) -> (Vec<u64>, Latency) {
 
 /// Publishes, opens the players, measures the window and reports.
 pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> {
-    let target = PlayTarget::parse(&cfg.play_url)?;
+    let target = Target::parse(&cfg.play_url)?;
+    // Across RTMP ⇄ SRT the container bytes change; the slices do not.
+    let video_key = if target.is_srt() || cfg.source.is_srt() {
+        VideoKey::LastNal
+    } else {
+        VideoKey::Body
+    };
     let timing = TimingThread::start()?;
     let clock = Clock::new();
     let window = Arc::new(Window::new());
-    let mut publisher = PublisherRun::start(&timing, &cfg.source)?;
+    let mut publisher = PublisherRun::start(&timing, &cfg.source, video_key)?;
     publisher.wait_live().await?;
     info!(
         players = cfg.players,
@@ -405,6 +437,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
     let errors = ErrorLog::new();
     let shared = Arc::new(PlayerShared {
         target,
+        video_key,
         clock,
         window: window.clone(),
         errors: errors.clone(),
@@ -495,7 +528,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
 
 /// Opens players on an unpublished stream and reports the server's memory per player.
 pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, BenchError> {
-    let target = PlayTarget::parse(&cfg.play_url)?;
+    let target = Target::parse(&cfg.play_url)?;
     let rss = |pid: Option<u32>| -> Result<Option<procstat::Memory>, BenchError> {
         pid.map(|p| {
             procstat::memory(p).map_err(|e| {
@@ -510,6 +543,7 @@ pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, BenchError> {
     let errors = ErrorLog::new();
     let shared = Arc::new(PlayerShared {
         target,
+        video_key: VideoKey::Body,
         clock: Clock::new(),
         window: Arc::new(Window::new()),
         errors: errors.clone(),
@@ -559,7 +593,12 @@ pub async fn run_relay(cfg: &RelayConfig) -> Result<RelayReport, BenchError> {
     let listener = std::net::TcpListener::bind(cfg.listen)
         .map_err(|e| BenchError::Setup(format!("listening on {}: {e}", cfg.listen)))?;
     listener.set_nonblocking(true)?;
-    let mut publisher = PublisherRun::start(&timing, &cfg.source)?;
+    if cfg.source.is_srt() {
+        return Err(BenchError::Setup(
+            "relay mode publishes over RTMP (its destinations match message bodies)".into(),
+        ));
+    }
+    let mut publisher = PublisherRun::start(&timing, &cfg.source, VideoKey::Body)?;
     let dests = Arc::new(Destinations::new());
     let errors = ErrorLog::new();
     let shared = RelayShared {

@@ -16,10 +16,14 @@
 use std::collections::VecDeque;
 use std::hash::{DefaultHasher, Hasher};
 
+use crate::key::VideoKey;
+
 /// The acknowledgement window assumed until the server announces one.
 pub const DEFAULT_WINDOW: u32 = 2_500_000;
 /// The largest control or command message captured; larger ones are refused.
 const MAX_CAPTURE: u32 = 64 * 1024;
+/// The largest video message a [`VideoKey::LastNal`] probe keeps to key it.
+const MAX_PICTURE: u32 = 16 * 1024 * 1024;
 /// The most chunk streams one connection may use.
 const MAX_CHUNK_STREAMS: usize = 64;
 /// The longest chunk header: 3-byte basic header, 11-byte message header, extended timestamp.
@@ -83,8 +87,10 @@ struct ChunkStream {
     /// The message is being captured into `capture`.
     capturing: bool,
     capture: Vec<u8>,
-    /// Running hash of the current video message (probes only).
+    /// Running hash of the current video message (probes, [`VideoKey::Body`]).
     hasher: Option<DefaultHasher>,
+    /// The current video message's body (probes, [`VideoKey::LastNal`]).
+    picture: Option<Vec<u8>>,
 }
 
 /// Follows an RTMP chunk stream; see the module documentation for the call order.
@@ -102,6 +108,7 @@ pub struct Skimmer {
     chunk_left: u32,
     capture_commands: bool,
     hash_video: bool,
+    video_key: VideoKey,
     commands: VecDeque<(u32, Vec<u8>)>,
     video_hashes: VecDeque<u64>,
     media_bytes: u64,
@@ -130,6 +137,7 @@ impl Skimmer {
             chunk_left: 0,
             capture_commands: true,
             hash_video: false,
+            video_key: VideoKey::Body,
             commands: VecDeque::new(),
             video_hashes: VecDeque::new(),
             media_bytes: 0,
@@ -183,7 +191,12 @@ impl Skimmer {
         self.commands.pop_front()
     }
 
-    /// The hash ([`body_hash`]) of a video message completed by the bytes fed last.
+    /// How probes key video messages (default [`VideoKey::Body`]).
+    pub fn set_video_key(&mut self, key: VideoKey) {
+        self.video_key = key;
+    }
+
+    /// The key ([`VideoKey`]) of a video message completed by the bytes fed last.
     pub fn poll_video_hash(&mut self) -> Option<u64> {
         self.video_hashes.pop_front()
     }
@@ -321,6 +334,7 @@ impl Skimmer {
                     capturing: false,
                     capture: Vec::new(),
                     hasher: None,
+                    picture: None,
                 });
                 self.streams.len() - 1
             }
@@ -367,12 +381,14 @@ impl Skimmer {
     fn start_message(&mut self, idx: usize) -> Result<(), SkimError> {
         let capture_commands = self.capture_commands;
         let hash_video = self.hash_video;
+        let video_key = self.video_key;
         let Some(st) = self.streams.get_mut(idx) else {
             return Ok(());
         };
         st.remaining = st.len;
         st.capture.clear();
         st.hasher = None;
+        st.picture = None;
         st.capturing = match st.type_id {
             1..=6 => true,
             TYPE_COMMAND_AMF0 | TYPE_COMMAND_AMF3 => capture_commands,
@@ -389,7 +405,12 @@ impl Skimmer {
             TYPE_VIDEO => {
                 self.media_started = true;
                 if hash_video {
-                    st.hasher = Some(DefaultHasher::new());
+                    match video_key {
+                        VideoKey::Body => st.hasher = Some(DefaultHasher::new()),
+                        VideoKey::LastNal => {
+                            st.picture = Some(Vec::with_capacity(st.len.min(MAX_PICTURE) as usize));
+                        }
+                    }
                 }
             }
             _ => {}
@@ -408,6 +429,14 @@ impl Skimmer {
         }
         if let Some(h) = st.hasher.as_mut() {
             h.write(payload);
+        }
+        if let Some(p) = st.picture.as_mut() {
+            if p.len() + payload.len() <= MAX_PICTURE as usize {
+                p.extend_from_slice(payload);
+            } else {
+                // Larger than any picture we publish: it matches nothing.
+                st.picture = None;
+            }
         }
         if matches!(
             st.type_id,
@@ -432,6 +461,11 @@ impl Skimmer {
         };
         if let Some(h) = st.hasher.take() {
             self.video_hashes.push_back(h.finish());
+        }
+        if let Some(p) = st.picture.take()
+            && let Some(k) = VideoKey::LastNal.of_flv_body(&p)
+        {
+            self.video_hashes.push_back(k);
         }
         if !st.capturing {
             return Ok(());
@@ -461,6 +495,7 @@ impl Skimmer {
                     other.remaining = 0;
                     other.capturing = false;
                     other.hasher = None;
+                    other.picture = None;
                     if self.current == Some(i) {
                         self.current = None;
                     }

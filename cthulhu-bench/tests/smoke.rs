@@ -16,10 +16,13 @@ use cthulhu_core::policy::StreamRule;
 use cthulhu_core::supervisor::{BackoffPolicy, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamPath};
 use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, RtmpUrl, ServerConfig};
+use cthulhu_srt::{ListenerConfig, SrtServer, SrtServerConfig};
 use cthulhu_testkit::{Nginx, PublishOptions, free_port};
 use tokio::sync::watch;
 
 const KEY: &str = "smoke-key";
+/// The SRT latency of the conversion test; every SRT hop adds it by design.
+const SRT_LATENCY_MS: u64 = 80;
 
 /// A 10 s, 500 kbit/s 640x360 file with AAC (GOP 1 s), made once for all tests.
 fn input() -> PathBuf {
@@ -49,6 +52,16 @@ fn input() -> PathBuf {
 /// An in-process Cthulhu (hub, static router, RTMP listener) with `live/bench`,
 /// optionally pushing it to `pushes`. Returns the port and what keeps it running.
 async fn cthulhu(pushes: &[(String, String)]) -> (u16, watch::Sender<bool>, Vec<SupervisorHandle>) {
+    let (port, _, tx, handles) = cthulhu_with_srt(pushes, false).await;
+    (port, tx, handles)
+}
+
+/// [`cthulhu`] with an SRT listener too (`srt` true): returns the RTMP port and
+/// the SRT port (0 without SRT).
+async fn cthulhu_with_srt(
+    pushes: &[(String, String)],
+    srt: bool,
+) -> (u16, u16, watch::Sender<bool>, Vec<SupervisorHandle>) {
     let hub = Hub::new(HubConfig::default());
     let path = StreamPath::new("live/bench").unwrap();
     let router = StaticRouter::new(vec![StreamRule {
@@ -61,12 +74,33 @@ async fn cthulhu(pushes: &[(String, String)]) -> (u16, watch::Sender<bool>, Vec<
         "127.0.0.1:0".parse().unwrap(),
         ServerConfig::default(),
         hub.clone(),
-        Arc::new(router) as Arc<dyn Router>,
+        Arc::new(router.clone()) as Arc<dyn Router>,
     )
     .await
     .unwrap();
     let port = srv.local_addr().unwrap().port();
     let (tx, rx) = watch::channel(false);
+    let srt_port = if srt {
+        let srt = SrtServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            SrtServerConfig {
+                listener: ListenerConfig {
+                    latency: Duration::from_millis(SRT_LATENCY_MS),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            hub.clone(),
+            Arc::new(router.clone()) as Arc<dyn Router>,
+        )
+        .await
+        .unwrap();
+        let p = srt.local_addr().port();
+        tokio::spawn(srt.run(rx.clone()));
+        p
+    } else {
+        0
+    };
     tokio::spawn(srv.run(rx));
     let handles = pushes
         .iter()
@@ -82,7 +116,7 @@ async fn cthulhu(pushes: &[(String, String)]) -> (u16, watch::Sender<bool>, Vec<
             )
         })
         .collect();
-    (port, tx, handles)
+    (port, srt_port, tx, handles)
 }
 
 fn fanout(
@@ -158,6 +192,43 @@ async fn fanout_against_cthulhu_in_process() {
     assert!(json["latency"]["p50_ms"].is_number());
     let server = r.server.expect("our own process was measured");
     assert!(server.rss_kib > 0);
+}
+
+/// SRT → RTMP and RTMP → SRT through one in-process server: players connect,
+/// keep up, and every picture is matched across the conversion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conversion_between_rtmp_and_srt() {
+    let (port, srt_port, _stop, _) = cthulhu_with_srt(&[], true).await;
+    let l = SRT_LATENCY_MS;
+    let runs = [
+        (
+            "SRT -> RTMP",
+            format!(
+                "srt://127.0.0.1:{srt_port}?streamid=#!::r=live/bench,m=publish,s={KEY}&latency={l}"
+            ),
+            format!("rtmp://127.0.0.1:{port}/live/bench"),
+        ),
+        (
+            "RTMP -> SRT",
+            format!("rtmp://127.0.0.1:{port}/live/bench?key={KEY}"),
+            format!("srt://127.0.0.1:{srt_port}?streamid=#!::r=live/bench,m=request&latency={l}"),
+        ),
+    ];
+    for (what, publish, play) in runs {
+        let r = run_fanout(&fanout(publish, play, 3, 2, 4)).await.unwrap();
+        eprintln!("{what}:");
+        eprint!("{}", r.summary());
+        assert_eq!(r.players_kept_up, 3, "{what}: {r:#?}");
+        assert!(r.publisher_error.is_none(), "{what}: {r:#?}");
+        assert_latency(&r.latency);
+        assert_eq!(r.latency.unmatched, 0, "{what}: {r:#?}");
+        // SRT delivers at send time + latency: a sample below it was matched wrongly.
+        let p50 = r.latency.percentiles.p50_ms.unwrap_or_default();
+        assert!(
+            p50 >= (l - 5) as f64,
+            "{what}: p50 {p50} ms under the SRT latency"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
