@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use common::{Cthulhu, free_udp_port};
 use cthulhu_testkit::{
-    ChildGuard, Ffmpeg, Nginx, PublishOptions, decode_check, free_port, probe_streams,
+    ChildGuard, Ffmpeg, Nginx, PublishOptions, decode_check, free_port, probe_streams, require_tool,
 };
 use tokio::process::Command;
 
@@ -43,15 +43,6 @@ fn ts_options(secs: f64) -> PublishOptions {
         format: "mpegts".into(),
         ..PublishOptions::seconds(secs)
     }
-}
-
-fn have(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
 }
 
 /// `srt-live-transmit SOURCE TARGET`, killed on drop. A target that is a file path
@@ -158,10 +149,7 @@ async fn srt_publish_plays_over_rtmp_and_srt_and_pushes_to_nginx() -> Result<()>
 /// to an ffmpeg SRT listener; both outputs decode.
 #[tokio::test]
 async fn rtmp_publish_pushes_srt_to_srt_live_transmit_and_ffmpeg() -> Result<()> {
-    if !have("srt-live-transmit") {
-        eprintln!("SKIP: srt-live-transmit not installed (Debian: srt-tools)");
-        return Ok(());
-    }
+    require_tool("srt-live-transmit")?;
     let work = tempfile::tempdir()?;
     let (slt_port, ff_port) = (free_udp_port(), free_udp_port());
     let slt_out = work.path().join("slt.ts");
@@ -234,10 +222,7 @@ async fn rtmp_publish_pushes_srt_to_srt_live_transmit_and_ffmpeg() -> Result<()>
 /// a wrong passphrase and a missing one are refused.
 #[tokio::test]
 async fn encrypted_publish_play_and_push() -> Result<()> {
-    if !have("srt-live-transmit") {
-        eprintln!("SKIP: srt-live-transmit not installed (Debian: srt-tools)");
-        return Ok(());
-    }
+    require_tool("srt-live-transmit")?;
     let work = tempfile::tempdir()?;
     let slt_port = free_udp_port();
     let slt_out = work.path().join("slt.ts");
@@ -334,10 +319,7 @@ async fn encrypted_publish_play_and_push() -> Result<()> {
 /// the listener; an RTMP player decodes it.
 #[tokio::test]
 async fn srt_live_transmit_publishes_a_ts_file() -> Result<()> {
-    if !have("srt-live-transmit") {
-        eprintln!("SKIP: srt-live-transmit not installed (Debian: srt-tools)");
-        return Ok(());
-    }
+    require_tool("srt-live-transmit")?;
     let work = tempfile::tempdir()?;
     let file = work.path().join("in.ts");
     Ffmpeg::write_test_file(
@@ -382,5 +364,131 @@ async fn srt_live_transmit_publishes_a_ts_file() -> Result<()> {
     assert_eq!(report.dimensions, Some((640, 360)));
     assert!(report.video_frames >= 60, "{}", report.video_frames);
     feeder.wait_success(Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// The libsrt callers that panicked srt-tokio 0.4.4's listener (a passphrase to an
+/// unencrypted stream, `transtype=file`, a key length other than the listener's) and
+/// an FEC caller call the server while ffmpeg publishes over SRT and an RTMP player
+/// records: the first three kinds are refused with a reason, the 32-byte-key caller is
+/// served (the key length follows the caller), and the live stream never notices.
+#[tokio::test]
+async fn hostile_callers_leave_a_live_srt_stream_alone() -> Result<()> {
+    require_tool("srt-live-transmit")?;
+    let work = tempfile::tempdir()?;
+    let streams = format!(
+        "{}[[streams]]\npath = \"live/secure\"\nkey = \"secure-key-2\"\npassphrase = \"{PASS}\"\n",
+        stream("", &[])
+    );
+    let srv = Cthulhu::start_with_srt(&streams, SRT_EXTRA).await?;
+    let url = ffmpeg_srt(
+        srv.srt_port,
+        &format!("#!::r=live/studio,m=publish,s={KEY}"),
+        "",
+    );
+    let mut publisher = Ffmpeg::publish_test_pattern(&url, &ts_options(14.0)).await?;
+    srv.wait_for_log("SRT publisher connected", Duration::from_secs(10))
+        .await?;
+    let recording = work.path().join("rtmp.flv");
+    let mut recorder = Ffmpeg::spawn([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-i",
+        &srv.url("studio"),
+        "-c",
+        "copy",
+        // Players stay on when the publisher leaves: stop after 12 of its 14 s.
+        "-t",
+        "12",
+        "-f",
+        "flv",
+        recording.to_str().unwrap_or_default(),
+    ])
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let srt = |id: &str, extra: &str| {
+        format!(
+            "srt://127.0.0.1:{}?streamid={id}&latency=500{extra}",
+            srv.srt_port
+        )
+    };
+    let refused = [
+        (
+            "passphrase to an unencrypted stream",
+            srt(
+                "#!::r=live/studio,m=request",
+                &format!("&passphrase={PASS}"),
+            ),
+        ),
+        (
+            "transtype=file",
+            srt("#!::r=live/studio,m=request", "&transtype=file"),
+        ),
+        (
+            "packetfilter=fec",
+            srt("#!::r=live/studio,m=request", "&packetfilter=fec"),
+        ),
+    ];
+    for (i, (what, url)) in refused.iter().enumerate() {
+        let name = format!("hostile{i}");
+        let mut slt = srt_live_transmit(work.path(), &name, url, "file:///dev/null")?;
+        let status = slt.wait_timeout(Duration::from_secs(20)).await;
+        let log =
+            std::fs::read_to_string(work.path().join(format!("{name}.log"))).unwrap_or_default();
+        eprintln!("--- {what}: {status:?}\n{log}");
+        assert!(
+            !log.contains("SRT source connected"),
+            "{what}: connected\n{log}"
+        );
+        assert!(
+            log.to_ascii_lowercase().contains("reject"),
+            "{what}: not rejected\n{log}"
+        );
+    }
+
+    // AES-256 asked by the caller of a stream whose listener has no fixed key length.
+    let before = srv.log().matches("SRT player connected").count();
+    let out = work.path().join("aes256.ts");
+    let _slt = srt_live_transmit(
+        work.path(),
+        "aes256",
+        &srt(
+            "#!::r=live/secure,m=request",
+            &format!("&passphrase={PASS}&pbkeylen=32"),
+        ),
+        &format!("file://{}", out.display()),
+    )?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while srv.log().matches("SRT player connected").count() == before {
+        if tokio::time::Instant::now() > deadline {
+            bail!("the AES-256 caller was not served:\n{}", srv.log());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    publisher.wait_success(Duration::from_secs(40)).await?;
+    recorder.wait(Duration::from_secs(30)).await?;
+    let log = srv.log();
+    assert_eq!(
+        log.matches("SRT publisher connected").count(),
+        1,
+        "the publisher reconnected:\n{log}"
+    );
+    assert!(!log.contains("SRT listener ended"), "{log}");
+    let report = decode_check(
+        recording.to_str().unwrap_or_default(),
+        Duration::from_secs(20),
+    )
+    .await?;
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds > 11.5,
+        "the RTMP recording has {} s",
+        report.video_seconds
+    );
+    assert!(!log.contains(PASS) && !log.contains(KEY));
     Ok(())
 }
