@@ -60,3 +60,23 @@ pub use push::{SrtPush, SrtPushConfig};
 pub use server::{PassphraseSource, SrtServer, SrtServerConfig};
 pub use streamid::StreamRequest;
 pub use url::{SrtUrl, SrtUrlError};
+
+/// Entry points for the fuzz targets (`fuzz/`): the raw-packet checks the
+/// listener runs on untrusted datagrams before srt-protocol sees them. Not a
+/// stable API.
+#[doc(hidden)]
+pub mod fuzz_api {
+    use bytes::Bytes;
+
+    /// Runs every raw handshake check on one datagram, as the listener would:
+    /// socket id, handshake header, conclusion inspection and the rejection reply.
+    pub fn inspect_datagram(d: &[u8]) {
+        let _ = crate::handshake::dest_sockid(d);
+        let header = crate::handshake::handshake_header(d);
+        let bytes = Bytes::copy_from_slice(d);
+        if header.is_some() {
+            let _ = crate::handshake::inspect_conclusion(&bytes);
+        }
+        let _ = crate::handshake::rejection(d, crate::Reject::BadRequest, 1);
+    }
+}
