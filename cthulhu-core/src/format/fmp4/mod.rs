@@ -1,0 +1,157 @@
+//! Fragmented MP4 (ISO/IEC 14496-12 with 14496-14/-15): a muxer from core
+//! [`Frame`](crate::model::Frame)s to an append-only `.mp4` for recordings.
+//!
+//! # Layout
+//! ```text
+//! ftyp  iso6, compatible iso6 isom mp41 dash            ┐ init segment,
+//! moov  mvhd, trak per track (empty sample tables), mvex │ written once by
+//!       with one trex per track                          ┘ Fmp4Muxer::write_init
+//! moof  mfhd (sequence number), per track with samples:  ┐ one fragment,
+//!       traf: tfhd (default-base-is-moof), tfdt (64-bit  │ written by
+//!       baseMediaDecodeTime), trun (version 1: data       │ Fmp4Muxer::push_frame
+//!       offset, per-sample duration, size, flags and      │ when complete, or by
+//!       signed composition offset)                        │ flush / flush_until
+//! mdat  the samples of the first traf, then the second's  ┘
+//! moof mdat moof mdat ...
+//! ```
+//! Video tracks (H.264 as `avc1` + `avcC`, HEVC as `hvc1` + `hvcC`) run at 90 kHz,
+//! AAC (`mp4a` + `esds` with the AudioSpecificConfig) at its output sample rate,
+//! Opus (`Opus` + `dOps`) at 48 kHz. Samples are the frame payloads as they are in
+//! the canonical layout: length-prefixed NAL units (converted to 4-byte lengths when
+//! the configuration record says otherwise), raw AAC frames, Opus packets.
+//!
+//! # Kill safety
+//! Output is append-only: no byte is ever patched or sought back to, and the movie
+//! header carries no duration or sample index that would need the end of the
+//! recording. Every fragment is a self-contained `moof` + `mdat` pair, handed out
+//! whole in one call. A file cut anywhere (a SIGKILLed recorder, a multipart upload
+//! that lost its last part) therefore plays up to the last complete fragment:
+//! readers find the init segment, then fragment after fragment, and stop at the
+//! truncated one. What is lost is what was buffered, at most one fragment (see
+//! [`Fmp4Config::max_fragment`]) plus the held-back last sample of each track.
+//!
+//! # Fragments and timing
+//! - A fragment ends before each keyframe of the first video track (the *lead*
+//!   track), so fragments start with a keyframe. It also ends once the lead track
+//!   (the first audio track when there is no video) holds
+//!   [`Fmp4Config::max_fragment`] of media, once any track holds twice that (a
+//!   stalled video track does not hold back audio forever), or once it holds
+//!   [`Fmp4Config::max_fragment_bytes`].
+//! - A sample's duration is the distance to the next sample's decode time, so the
+//!   last sample of each track is held back until the next one arrives: a fragment
+//!   is written when the frame after it arrives. [`Fmp4Muxer::flush`] writes what is
+//!   buffered, the held-back samples lasting as long as the sample before them (or
+//!   1/30 s of video, one AAC frame, the Opus packet's own length).
+//!   [`Fmp4Muxer::flush_until`] ends video at a known time instead, for cutting a
+//!   recording into segments at a keyframe.
+//! - The first decode time of a recording (of any track) is time 0 of every track,
+//!   so tracks stay in sync. Decode times that go backwards, or lie before time 0,
+//!   are clamped (durations are never negative; the composition offset keeps the
+//!   presentation time); a gap longer than a 32-bit duration is shortened to one.
+//! - Video before the first keyframe of its track is dropped: it cannot be decoded.
+//!
+//! Invariants: no I/O, no clock. Input frames never panic the muxer, and a frame the
+//! muxer refuses (an error) leaves it unchanged. Configuration frames are not
+//! samples: a repeated configuration is ignored, a different one is
+//! [`Fmp4Error::ConfigChanged`], which asks the caller to start a new recording (the
+//! sample description of a fragmented MP4 is fixed by its init segment).
+
+mod boxes;
+mod init;
+mod mux;
+#[cfg(test)]
+mod tests;
+
+pub use mux::{Fmp4Muxer, Fmp4Stats};
+
+use std::time::Duration;
+
+use crate::codec::CodecError;
+use crate::model::{CodecId, TrackId};
+
+/// Muxer settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fmp4Config {
+    /// The longest fragment of the lead track (the first video track, else the first
+    /// audio track), and half the longest of any other track. Fragments of video
+    /// normally end at keyframes, earlier than this; audio-only recordings are cut
+    /// at this interval. It bounds what a killed recorder loses. 2 s by default.
+    pub max_fragment: Duration,
+    /// A fragment ends once its samples reach this many bytes. 64 MiB by default;
+    /// values above 1 GiB are taken as 1 GiB.
+    pub max_fragment_bytes: usize,
+}
+
+impl Default for Fmp4Config {
+    fn default() -> Self {
+        Self {
+            max_fragment: Duration::from_secs(2),
+            max_fragment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why a track is left out of a recording.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SkipReason {
+    /// The codec has no mapping in this muxer (AV1, MP3).
+    #[error("codec {0} is not supported in fragmented MP4 by this muxer")]
+    UnsupportedCodec(CodecId),
+    /// The track has no configuration record yet (H.264, HEVC and AAC need one).
+    #[error("no codec configuration")]
+    MissingConfig,
+    /// The configuration record does not parse, or describes something that cannot
+    /// be recorded (for example a sample rate of 0).
+    #[error("invalid codec configuration: {0}")]
+    InvalidConfig(CodecError),
+    /// Another track with the same id came first.
+    #[error("duplicate track id")]
+    DuplicateTrack,
+}
+
+/// A track left out of a recording, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTrack {
+    /// The track.
+    pub track: TrackId,
+    /// Its codec.
+    pub codec: CodecId,
+    /// Why it is not recorded.
+    pub reason: SkipReason,
+}
+
+/// Errors of the fragmented MP4 muxer. On error nothing is written and the muxer is
+/// unchanged.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fmp4Error {
+    /// None of the tracks can be recorded.
+    #[error("no recordable track ({} skipped)", .0.len())]
+    NoRecordableTracks(Vec<SkippedTrack>),
+    /// A frame of a track the muxer was not created with.
+    #[error("unknown track {0:?}")]
+    UnknownTrack(TrackId),
+    /// A track's configuration (or codec) differs from the one in the init segment,
+    /// or a track skipped for lack of a usable configuration got a new one. Flush
+    /// this muxer and start a new recording with a new one.
+    #[error("configuration of track {0:?} changed: start a new recording")]
+    ConfigChanged(TrackId),
+    /// A frame whose payload is not in the canonical layout (a NAL unit length
+    /// running past the end).
+    #[error("invalid frame payload on track {track:?}: {reason}")]
+    InvalidFrame {
+        /// The track.
+        track: TrackId,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// A frame larger than one sample may be (256 MiB).
+    #[error("frame of {size} bytes on track {track:?} is too large for one sample")]
+    FrameTooLarge {
+        /// The track.
+        track: TrackId,
+        /// The frame's size in bytes.
+        size: usize,
+    },
+}
