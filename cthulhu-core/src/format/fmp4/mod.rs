@@ -27,16 +27,21 @@
 //! whole in one call. A file cut anywhere (a SIGKILLed recorder, a multipart upload
 //! that lost its last part) therefore plays up to the last complete fragment:
 //! readers find the init segment, then fragment after fragment, and stop at the
-//! truncated one. What is lost is what was buffered, at most one fragment (see
-//! [`Fmp4Config::max_fragment`]) plus the held-back last sample of each track.
+//! truncated one. What is lost is what was buffered: one group of pictures of
+//! video (at most [`Fmp4Config::max_video_fragment`]), at most
+//! [`Fmp4Config::max_fragment`] of audio-only recordings, plus the held-back last
+//! sample of each track.
 //!
 //! # Fragments and timing
-//! - A fragment ends before each keyframe of the first video track (the *lead*
-//!   track), so fragments start with a keyframe. It also ends once the lead track
-//!   (the first audio track when there is no video) holds
-//!   [`Fmp4Config::max_fragment`] of media, once any track holds twice that (a
-//!   stalled video track does not hold back audio forever), or once it holds
-//!   [`Fmp4Config::max_fragment_bytes`].
+//! - With video, a fragment ends before each keyframe of the first video track
+//!   (the *lead* track), so fragments start with a keyframe. A fragment that
+//!   reaches [`Fmp4Config::max_video_fragment`] of media on any track without one
+//!   ends anyway (long groups of pictures, a publisher that sends none, video that
+//!   stalls while audio goes on).
+//! - Without video, a fragment ends once a track holds [`Fmp4Config::max_fragment`]
+//!   of media.
+//! - Either way a fragment ends once its samples reach
+//!   [`Fmp4Config::max_fragment_bytes`]. Together these bound the muxer's memory.
 //! - A sample's duration is the distance to the next sample's decode time, so the
 //!   last sample of each track is held back until the next one arrives: a fragment
 //!   is written when the frame after it arrives. [`Fmp4Muxer::flush`] writes what is
@@ -72,11 +77,13 @@ use crate::model::{CodecId, TrackId};
 /// Muxer settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fmp4Config {
-    /// The longest fragment of the lead track (the first video track, else the first
-    /// audio track), and half the longest of any other track. Fragments of video
-    /// normally end at keyframes, earlier than this; audio-only recordings are cut
-    /// at this interval. It bounds what a killed recorder loses. 2 s by default.
+    /// The fragment length of audio-only recordings: it bounds what a killed
+    /// recorder loses. 2 s by default.
     pub max_fragment: Duration,
+    /// With video, fragments end at keyframes; one that reaches this much media on
+    /// any track without a keyframe ends anyway, at a frame that is not one. Keep
+    /// it above the publishers' keyframe interval. 10 s by default.
+    pub max_video_fragment: Duration,
     /// A fragment ends once its samples reach this many bytes. 64 MiB by default;
     /// values above 1 GiB are taken as 1 GiB.
     pub max_fragment_bytes: usize,
@@ -86,6 +93,7 @@ impl Default for Fmp4Config {
     fn default() -> Self {
         Self {
             max_fragment: Duration::from_secs(2),
+            max_video_fragment: Duration::from_secs(10),
             max_fragment_bytes: 64 << 20,
         }
     }

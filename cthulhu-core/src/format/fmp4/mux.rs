@@ -77,7 +77,8 @@ struct Track {
     /// The configuration record the init segment was built from.
     config: Bytes,
     setup: TrackSetup,
-    /// [`Fmp4Config::max_fragment`] in the timescale.
+    /// [`Fmp4Config::max_fragment`] (or `max_video_fragment` in recordings with
+    /// video) in the timescale.
     max_fragment: u64,
     /// Samples with a duration, for the next fragment.
     pending: Vec<Sample>,
@@ -207,7 +208,7 @@ impl Fmp4Muxer {
             };
             match setup {
                 Ok(setup) => {
-                    let mut track = Track {
+                    recorded.push(Track {
                         id: t.id,
                         codec,
                         config: t.codec.config().clone(),
@@ -220,13 +221,7 @@ impl Fmp4Muxer {
                         next_decode: 0,
                         last_duration: None,
                         keyframe_seen: false,
-                    };
-                    let nanos = config.max_fragment.as_nanos();
-                    track.max_fragment = u64::try_from(
-                        nanos.saturating_mul(u128::from(track.setup.timescale)) / 1_000_000_000,
-                    )
-                    .unwrap_or(u64::MAX);
-                    recorded.push(track);
+                    });
                 }
                 Err(reason) => {
                     skipped.push(SkippedTrack {
@@ -241,10 +236,18 @@ impl Fmp4Muxer {
         if recorded.is_empty() {
             return Err(Fmp4Error::NoRecordableTracks(skipped));
         }
-        let lead = recorded
-            .iter()
-            .position(|t| t.setup.video)
-            .unwrap_or_default();
+        let video = recorded.iter().position(|t| t.setup.video);
+        let max = if video.is_some() {
+            config.max_video_fragment
+        } else {
+            config.max_fragment
+        };
+        for t in &mut recorded {
+            let units =
+                max.as_nanos().saturating_mul(u128::from(t.setup.timescale)) / 1_000_000_000;
+            t.max_fragment = u64::try_from(units).unwrap_or(u64::MAX);
+        }
+        let lead = video.unwrap_or_default();
         let setups: Vec<&TrackSetup> = recorded.iter().map(|t| &t.setup).collect();
         let init = Bytes::from(init_segment(&setups));
         let config = Fmp4Config {
@@ -382,18 +385,10 @@ impl Fmp4Muxer {
         let mut bytes = 0usize;
         let mut samples = 0usize;
         let mut full = false;
-        for (i, t) in self.tracks.iter().enumerate() {
-            if t.pending.is_empty() {
-                continue;
-            }
+        for t in self.tracks.iter().filter(|t| !t.pending.is_empty()) {
             bytes = bytes.saturating_add(t.pending_bytes);
             samples = samples.saturating_add(t.pending.len());
-            let limit = if i == self.lead {
-                t.max_fragment
-            } else {
-                t.max_fragment.saturating_mul(2)
-            };
-            full |= t.pending_duration >= limit;
+            full |= t.pending_duration >= t.max_fragment;
         }
         full || bytes >= self.config.max_fragment_bytes || samples >= MAX_FRAGMENT_SAMPLES
     }

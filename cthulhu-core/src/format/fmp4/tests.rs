@@ -794,7 +794,7 @@ fn audio_only_fragments_at_max_fragment() {
 fn long_gops_and_stalled_video_are_cut_too() {
     let tracks = [h264_track(), aac_track(48_000)];
     let config = Fmp4Config {
-        max_fragment: Duration::from_secs(1),
+        max_video_fragment: Duration::from_secs(1),
         ..Fmp4Config::default()
     };
     // one keyframe, then 3 s of P frames
@@ -812,21 +812,32 @@ fn long_gops_and_stalled_video_are_cut_too() {
     }
     mux.flush(&mut out);
     let p = parse_file(&out).unwrap();
-    assert_eq!(p.fragments.len(), 3);
-    assert_eq!(starts, [false, false]);
-    // the lead video track decides: 1 s of video each
-    let counts: Vec<usize> = p.fragments.iter().map(|(_, c)| c[&1]).collect();
-    assert_eq!(counts, [30, 30, 30]);
+    assert_eq!(starts, [false, false, false]);
+    // a fragment ends as soon as a track holds 1 s: video (30 frames) or audio
+    // (47 frames, here just before the video's 30th)
+    let counts: Vec<(usize, usize)> = p.fragments.iter().map(|(_, c)| (c[&1], c[&2])).collect();
+    assert_eq!(counts, [(30, 46), (29, 47), (30, 46), (1, 2)]);
 
-    // video stalls after 10 frames: audio alone is cut at twice max_fragment
+    // video stalls after 10 frames: audio alone is cut at 1 s too
     let frames: Vec<Frame> = av_stream(5, 1000, 0)
         .into_iter()
         .filter(|f| f.track == TrackId::AUDIO || f.dts.ticks() < 30_000)
         .collect();
-    let (_, out) = mux_all(&tracks, config, &frames);
+    let (_, out) = mux_all(&tracks, config.clone(), &frames);
     let p = parse_file(&out).unwrap();
     let audio_counts: Vec<usize> = p.fragments.iter().map(|(_, c)| c[&2]).collect();
-    assert_eq!(audio_counts, [94, 94, 47]);
+    assert_eq!(audio_counts, [47, 47, 47, 47, 47]);
+
+    // max_fragment is for audio-only recordings: a GOP a little over it (or 2 s at
+    // 29.97 fps) stays one fragment
+    let config = Fmp4Config {
+        max_fragment: Duration::from_millis(500),
+        ..Fmp4Config::default()
+    };
+    let (_, out) = mux_all(&tracks, config, &av_stream(5, 61, 0));
+    let p = parse_file(&out).unwrap();
+    let counts: Vec<usize> = p.fragments.iter().map(|(_, c)| c[&1]).collect();
+    assert_eq!(counts, [61, 61, 28]);
 }
 
 #[test]
@@ -1246,11 +1257,16 @@ proptest! {
         kinds in prop::collection::vec(kind(), 1..4),
         gens in prop::collection::vec(frame_gen(), 0..250),
         max_ms in 0u64..3000,
+        max_video_ms in 0u64..5000,
         max_bytes in prop_oneof![Just(64usize << 20), 1usize..5000],
         until in prop::option::of(0i64..1_000_000),
     ) {
         let tracks: Vec<TrackInfo> = kinds.iter().enumerate().map(|(i, k)| k.track(i as u32)).collect();
-        let config = Fmp4Config { max_fragment: Duration::from_millis(max_ms), max_fragment_bytes: max_bytes };
+        let config = Fmp4Config {
+            max_fragment: Duration::from_millis(max_ms),
+            max_video_fragment: Duration::from_millis(max_video_ms),
+            max_fragment_bytes: max_bytes,
+        };
         let mut mux = Fmp4Muxer::new(&tracks, config).unwrap();
         let mut out = BytesMut::new();
         mux.write_init(&mut out);
@@ -1388,7 +1404,11 @@ proptest! {
         max_ms in 0u64..100,
     ) {
         let tracks: Vec<TrackInfo> = kinds.iter().enumerate().map(|(i, k)| k.track(i as u32)).collect();
-        let config = Fmp4Config { max_fragment: Duration::from_millis(max_ms), ..Fmp4Config::default() };
+        let config = Fmp4Config {
+            max_fragment: Duration::from_millis(max_ms),
+            max_video_fragment: Duration::from_millis(max_ms * 2),
+            ..Fmp4Config::default()
+        };
         let mut mux = Fmp4Muxer::new(&tracks, config).unwrap();
         let mut out = BytesMut::new();
         mux.write_init(&mut out);
