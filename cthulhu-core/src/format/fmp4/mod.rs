@@ -65,6 +65,8 @@ mod boxes;
 mod init;
 mod mux;
 #[cfg(test)]
+mod peer_tests;
+#[cfg(test)]
 mod tests;
 
 pub use mux::{Fmp4Muxer, Fmp4Stats};
