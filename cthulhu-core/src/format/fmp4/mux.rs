@@ -9,8 +9,10 @@ use super::{Fmp4Config, Fmp4Error, SkipReason, SkippedTrack};
 use crate::codec::{nal_units, opus};
 use crate::model::{CodecId, Frame, Timestamp, TrackId, TrackInfo};
 
-/// The largest sample: a frame above this is refused, so that sample sizes and data
-/// offsets (32-bit in `trun`) always fit.
+/// The largest frame; larger ones are refused. With 4-byte NAL unit lengths a sample
+/// is at most twice that. A fragment is written as soon as its samples reach
+/// [`MAX_FRAGMENT_BYTES`], one sample at a time, so it holds less than 1.5 GiB:
+/// sample sizes and data offsets (32-bit in `trun`) always fit.
 const MAX_SAMPLE_SIZE: usize = 256 << 20;
 /// The most bytes of samples in one fragment ([`Fmp4Config::max_fragment_bytes`] is
 /// capped to this).
@@ -319,7 +321,8 @@ impl Fmp4Muxer {
         let data = track.sample_data(frame)?;
         let sync = !track.setup.video || frame.is_keyframe();
         if !sync && !track.keyframe_seen {
-            self.stats.dropped_before_keyframe += 1;
+            self.stats.dropped_before_keyframe =
+                self.stats.dropped_before_keyframe.saturating_add(1);
             return Ok(());
         }
 
@@ -400,8 +403,15 @@ impl Fmp4Muxer {
     /// Frames pushed after a flush continue the same timeline (no earlier than the
     /// end of what was written).
     pub fn flush(&mut self, out: &mut BytesMut) {
-        for t in &mut self.tracks {
-            t.close_held_guessing();
+        for i in 0..self.tracks.len() {
+            if let Some(t) = self.tracks.get_mut(i) {
+                t.close_held_guessing();
+            }
+            // one sample at a time over the limits, as in push_frame: keeps data
+            // offsets within 32 bits whatever the number of tracks
+            if self.fragment_full() {
+                self.write_fragment(out);
+            }
         }
         self.write_fragment(out);
     }
@@ -412,13 +422,16 @@ impl Fmp4Muxer {
     /// video already at or past `end` falls back to the guess of `flush`.
     pub fn flush_until(&mut self, end: Timestamp, out: &mut BytesMut) {
         if let Some(origin) = self.origin {
-            for t in &mut self.tracks {
-                if !t.setup.video {
+            for i in 0..self.tracks.len() {
+                let Some(t) = self.tracks.get_mut(i).filter(|t| t.setup.video) else {
                     continue;
-                }
+                };
                 let target = t.to_timescale(end.ticks().saturating_sub(origin));
                 if t.held.as_ref().is_some_and(|h| target > h.decode) {
                     t.close_held(target);
+                }
+                if self.fragment_full() {
+                    self.write_fragment(out);
                 }
             }
         }

@@ -854,6 +854,21 @@ fn fragment_bytes_are_capped() {
     let p = parse_file(&out).unwrap();
     let counts: Vec<usize> = p.fragments.iter().map(|(_, c)| c[&1]).collect();
     assert_eq!(counts, [4, 4, 4, 4, 4]);
+
+    // flushing held-back samples keeps to the cap as well, one sample at a time
+    let tracks = [h264_track(), aac_track(48_000)];
+    let config = Fmp4Config {
+        max_fragment_bytes: 100,
+        ..Fmp4Config::default()
+    };
+    let frames = [
+        video(0, 0, true, nals(&[96], 0)),
+        audio(0, Bytes::from(vec![1; 100])),
+    ];
+    let (_, out) = mux_all(&tracks, config, &frames);
+    let p = parse_file(&out).unwrap();
+    let counts: Vec<_> = p.fragments.iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(counts, [BTreeMap::from([(1, 1)]), BTreeMap::from([(2, 1)])]);
 }
 
 #[test]
