@@ -51,8 +51,10 @@
 //!   recording into segments at a keyframe.
 //! - The first decode time of a recording (of any track) is time 0 of every track,
 //!   so tracks stay in sync. Decode times that go backwards, or lie before time 0,
-//!   are clamped (durations are never negative; the composition offset keeps the
-//!   presentation time); a gap longer than a 32-bit duration is shortened to one.
+//!   are clamped to the previous sample's (durations are never negative; pts - dts
+//!   is kept, as a signed composition offset); a gap longer than a 32-bit duration
+//!   is shortened to one. There is no edit list: with B-frames, video is presented
+//!   from its first pts, as in the source.
 //! - Video before the first keyframe of its track is dropped: it cannot be decoded.
 //!
 //! Invariants: no I/O, no clock. Input frames never panic the muxer, and a frame the

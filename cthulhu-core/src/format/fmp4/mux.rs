@@ -44,6 +44,47 @@ pub struct Fmp4Stats {
 ///
 /// One muxer writes one recording (one file or object): to cut a recording into
 /// segments, flush this muxer and start a new one, whose time 0 is its first frame.
+///
+/// ```no_run
+/// use bytes::BytesMut;
+/// use cthulhu_core::format::fmp4::{Fmp4Config, Fmp4Error, Fmp4Muxer};
+/// use cthulhu_core::{Frame, Timestamp, TrackInfo};
+///
+/// /// Writes `out` to the current file or upload part.
+/// fn write(out: &mut BytesMut) {
+///     out.clear();
+/// }
+///
+/// fn record(tracks: &[TrackInfo], frames: &[Frame]) -> Result<(), Fmp4Error> {
+///     let segment = Timestamp::from_millis(60_000);
+///     let mut mux = Fmp4Muxer::new(tracks, Fmp4Config::default())?;
+///     let mut out = BytesMut::new();
+///     mux.write_init(&mut out);
+///     let mut segment_start = None;
+///     for frame in frames {
+///         let started = *segment_start.get_or_insert(frame.dts);
+///         if frame.is_keyframe() && frame.dts - started >= segment {
+///             // a new segment starts with this keyframe
+///             mux.flush_until(frame.dts, &mut out);
+///             write(&mut out);
+///             // ... close this file, open the next ...
+///             mux = Fmp4Muxer::new(tracks, Fmp4Config::default())?;
+///             mux.write_init(&mut out);
+///             segment_start = Some(frame.dts);
+///         }
+///         match mux.push_frame(frame, &mut out) {
+///             // new codec parameters: flush, and start again with new tracks
+///             Err(Fmp4Error::ConfigChanged(_)) => break,
+///             Err(e) => eprintln!("frame not recorded: {e}"),
+///             Ok(()) => {}
+///         }
+///         write(&mut out);
+///     }
+///     mux.flush(&mut out);
+///     write(&mut out);
+///     Ok(())
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Fmp4Muxer {
     config: Fmp4Config,
