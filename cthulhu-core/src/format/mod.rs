@@ -3,4 +3,5 @@
 //! caller writes itself.
 
 pub mod flv;
+pub mod fmp4;
 pub mod ts;
