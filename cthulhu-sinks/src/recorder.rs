@@ -220,6 +220,8 @@ pub struct Recorder {
     seq: u64,
     gate: Gate,
     segment: Option<Segment>,
+    /// Tasks finishing closed segments.
+    finishing: Vec<tokio::task::JoinHandle<()>>,
     unsupported: HashSet<CodecId>,
 }
 
@@ -271,6 +273,7 @@ impl Recorder {
             seq: 0,
             gate: Gate::default(),
             segment: None,
+            finishing: Vec::new(),
             unsupported: HashSet::new(),
         })
     }
@@ -390,7 +393,7 @@ impl Recorder {
                     .as_ref()
                     .is_some_and(|s| !s.carries(frame.track, frame.codec))
                 {
-                    self.close_segment(None).await;
+                    self.close_segment(None);
                 }
             } else {
                 debug!(recorder = %self.name, track = ?frame.track, "Media before its configuration: skipped");
@@ -406,7 +409,7 @@ impl Recorder {
                 .limits()
                 .due(seg.span.elapsed_at(frame.dts), seg.size())
         {
-            self.close_segment(Some(frame.dts)).await;
+            self.close_segment(Some(frame.dts));
         }
         let over_budget = self.stats.buffered_bytes.load(Ordering::Relaxed)
             > self.config.max_buffered_bytes as u64;
@@ -440,7 +443,7 @@ impl Recorder {
         match seg.muxer.frame(&frame, &mut seg.out) {
             Ok(()) => seg.span.add(&frame),
             Err(MuxIssue::NewSegment) => {
-                self.close_segment(Some(frame.dts)).await;
+                self.close_segment(Some(frame.dts));
                 if resume {
                     self.open_segment(frame.dts).await?;
                     if let Some(seg) = &mut self.segment {
@@ -471,7 +474,7 @@ impl Recorder {
         if !seg.carries(frame.track, frame.codec) {
             // A new track, or a codec change: the next segment gets the new set.
             info!(recorder = %self.name, object = %seg.object, track = ?frame.track, codec = %frame.codec, "Tracks changed: new segment");
-            self.close_segment(None).await;
+            self.close_segment(None);
             return Ok(());
         }
         if previous.is_some_and(|p| p.data == frame.data) {
@@ -481,7 +484,7 @@ impl Recorder {
             Ok(()) => {}
             Err(MuxIssue::NewSegment) => {
                 info!(recorder = %self.name, object = %seg.object, "Codec configuration changed: new segment");
-                self.close_segment(None).await;
+                self.close_segment(None);
             }
             Err(MuxIssue::Skipped(why)) => {
                 warn!(recorder = %self.name, object = %seg.object, error = %why, "Configuration not recorded");
@@ -610,17 +613,18 @@ impl Recorder {
         let data = seg.out.split().freeze();
         seg.written += data.len() as u64;
         if let Err(e) = seg.writer.write(data).await {
-            self.close_segment(None).await;
+            self.close_segment(None);
             self.gate.skipped_upstream();
             return Err(e);
         }
         Ok(())
     }
 
-    /// Ends the open segment: muxer trailer, last write, completion and its event, in a
-    /// task of its own. `next_start`: where the next segment starts, if it follows
-    /// at once.
-    async fn close_segment(&mut self, next_start: Option<Timestamp>) {
+    /// Ends the open segment: muxer trailer, last write, completion and its event run
+    /// in a task of their own, so recording goes on meanwhile (their bytes still count
+    /// against the memory budget) and a dropped push does not stop them.
+    /// `next_start`: where the next segment starts, if it follows at once.
+    fn close_segment(&mut self, next_start: Option<Timestamp>) {
         let Some(mut seg) = self.segment.take() else {
             return;
         };
@@ -654,8 +658,16 @@ impl Recorder {
                 done,
             });
         });
-        if finishing.await.is_err() {
-            warn!(recorder = %self.name, "Segment finishing task failed");
+        self.finishing.retain(|task| !task.is_finished());
+        self.finishing.push(finishing);
+    }
+
+    /// Waits until every closed segment is completed and reported.
+    async fn finish_all(&mut self) {
+        for task in self.finishing.drain(..) {
+            if task.await.is_err() {
+                warn!(recorder = %self.name, "Segment finishing task failed");
+            }
         }
     }
 
@@ -663,13 +675,14 @@ impl Recorder {
     async fn handle(&mut self, event: Option<StreamEvent>) -> Option<Result<(), DestinationError>> {
         match event {
             None => {
-                self.close_segment(None).await;
+                self.close_segment(None);
+                self.finish_all().await;
                 self.in_session = false;
                 Some(Ok(()))
             }
             Some(StreamEvent::Started(info)) => {
                 // A new session without the end of the last one (collapsed in the queue).
-                self.close_segment(None).await;
+                self.close_segment(None);
                 self.start_session(&info);
                 None
             }
@@ -684,7 +697,8 @@ impl Recorder {
             }
             Some(StreamEvent::Ended(reason)) => {
                 info!(recorder = %self.name, stream = %self.path, reason = %reason, "Stream ended: finishing the recording");
-                self.close_segment(None).await;
+                self.close_segment(None);
+                self.finish_all().await;
                 self.in_session = false;
                 Some(Ok(()))
             }
@@ -783,11 +797,12 @@ impl Destination for Recorder {
                 biased;
                 () = live.stopping() => {
                     info!(recorder = %self.name, stream = %self.path, "Stop requested: finishing the recording");
-                    self.close_segment(None).await;
+                    self.close_segment(None);
+                    self.finish_all().await;
                     return Ok(());
                 }
                 error = writer_failed(&mut self.segment) => {
-                    self.close_segment(None).await;
+                    self.close_segment(None);
                     // What follows, up to the next keyframe of a new segment, is a gap.
                     self.gate.skipped_upstream();
                     return Err(DestinationError::Push(error.to_string()));

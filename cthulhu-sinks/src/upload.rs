@@ -235,7 +235,7 @@ impl Uploader {
                     }
                     Ok(Done::Created(Err(e))) => {
                         creating = false;
-                        self.fail(&mut failure, &mut tasks, storage_error("create upload of", &self.key, e));
+                        self.fail(&mut failure, &mut tasks, storage_error("create upload", &self.key, e));
                     }
                     Ok(Done::Part { idx, len, result: Ok(id) }) => {
                         inflight -= 1;
@@ -251,7 +251,7 @@ impl Uploader {
                     }
                     Ok(Done::Part { idx, result: Err(e), .. }) => {
                         inflight -= 1;
-                        let op = format!("upload part {} of", idx + 1);
+                        let op = format!("upload part {}", idx + 1);
                         self.fail(&mut failure, &mut tasks, storage_error(&op, &self.key, e));
                     }
                     // Aborted after a failure, or panicked.
