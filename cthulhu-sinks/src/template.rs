@@ -29,7 +29,15 @@ enum Part {
     Seq,
 }
 
-/// A parsed, validated object name template (see the [module docs](self)).
+/// A parsed, validated object name template: `recordings/{path}/{date}/{time}-{seq}.mp4`.
+///
+/// Placeholders: `{path}` (the whole stream path, `live/studio`), `{name}` (its last
+/// segment, `studio`), `{date}` (`YYYY-MM-DD`), `{time}` (`HHMMSS`; both UTC, at the
+/// segment's start) and `{seq}` (the segment's number within the publish session, from
+/// 1, zero-padded to 4 digits). `{{` and `}}` are literal braces. Any other
+/// placeholder is an error, and so is a template without `{seq}` or `{time}`. Rendered
+/// names are relative paths without empty, `.` or `..` segments, `\` or control
+/// characters.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NameTemplate {
     source: String,

@@ -14,10 +14,11 @@
 //! the byte budget is its bound).
 //!
 //! Failure: a part that fails with a permanent error (missing upload or bucket,
-//! denied) or keeps failing past `give_up_after` fails the segment. The uploader then
-//! completes the upload with the parts uploaded before the first missing one, so that
-//! nothing already uploaded is lost (or aborts it when there are none), and reports
-//! the failure. Ending the writer without [`SegmentWriter::finish`] (the recorder was
+//! denied) or keeps failing past `give_up_after` fails the segment. The recorder is
+//! told at once (and goes on in a new segment); the uploader lets the parts in flight
+//! finish, then completes the upload with the parts before the first missing one, so
+//! that nothing already uploaded is lost (or aborts it when there are none). Bytes
+//! handed to the writer after the failed part are lost with it. Ending the writer without [`SegmentWriter::finish`] (the recorder was
 //! dropped) completes the upload too.
 
 use std::collections::VecDeque;
@@ -235,7 +236,7 @@ impl Uploader {
                     }
                     Ok(Done::Created(Err(e))) => {
                         creating = false;
-                        self.fail(&mut failure, &mut tasks, storage_error("create upload", &self.key, e));
+                        self.fail(&mut failure, storage_error("create upload", &self.key, e));
                     }
                     Ok(Done::Part { idx, len, result: Ok(id) }) => {
                         inflight -= 1;
@@ -252,13 +253,11 @@ impl Uploader {
                     Ok(Done::Part { idx, result: Err(e), .. }) => {
                         inflight -= 1;
                         let op = format!("upload part {}", idx + 1);
-                        self.fail(&mut failure, &mut tasks, storage_error(&op, &self.key, e));
+                        self.fail(&mut failure, storage_error(&op, &self.key, e));
                     }
-                    // Aborted after a failure, or panicked.
-                    Err(e) => {
-                        if !e.is_cancelled() {
-                            self.fail(&mut failure, &mut tasks, SinkError::WriterGone(self.key.clone()));
-                        }
+                    // A request task panicked.
+                    Err(_) => {
+                        self.fail(&mut failure, SinkError::WriterGone(self.key.clone()));
                         inflight = inflight.saturating_sub(1);
                     }
                 },
@@ -307,14 +306,15 @@ impl Uploader {
         }
     }
 
-    /// Records the first failure, tells the recorder, and stops the other uploads.
-    fn fail(&self, failure: &mut Option<SinkError>, tasks: &mut JoinSet<Done>, error: SinkError) {
+    /// Records the first failure and tells the recorder. No new part is started; the
+    /// parts in flight run to their end, since those before the failed one extend
+    /// what can be kept.
+    fn fail(&self, failure: &mut Option<SinkError>, error: SinkError) {
         if failure.is_some() {
             return;
         }
         warn!(object = %self.key, error = %error, "Segment upload failed");
         self.failed.send_replace(Some(error.to_string()));
-        tasks.abort_all();
         *failure = Some(error);
     }
 

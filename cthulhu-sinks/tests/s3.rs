@@ -140,7 +140,9 @@ async fn segments_rotate_on_keyframes() -> Result<()> {
     let handle = Recorder::new("archive", &hub, path(), storage.clone(), config)?
         .spawn(BackoffPolicy::default());
     publish(&hub, &path(), &media, false, |_| {}).await?;
-    let finished = events.wait_finished(4, Duration::from_secs(60)).await?;
+    let mut finished = events.wait_finished(4, Duration::from_secs(60)).await?;
+    // segments finish in the background: events may come in any order
+    finished.sort();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let finished_after = events.finished();
     ensure!(finished_after.len() == 4, "{finished_after:#?}");

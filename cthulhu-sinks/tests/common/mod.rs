@@ -26,7 +26,7 @@ pub struct Media {
     pub duration: Duration,
     pub fps: u32,
     pub gop: u32,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Media {
@@ -34,13 +34,25 @@ impl Media {
     pub async fn generate(secs: f64, gop: u32, video_kbps: u32) -> Result<Media> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("pattern.flv");
+        Self::write(&file, secs, gop, video_kbps).await?;
+        let mut media = Self::read(&file, secs, gop)?;
+        media._dir = Some(dir);
+        Ok(media)
+    }
+
+    /// Encodes the test pattern into an FLV file.
+    pub async fn write(file: &Path, secs: f64, gop: u32, video_kbps: u32) -> Result<()> {
         let opts = PublishOptions {
             gop,
             video_bitrate_kbps: video_kbps,
             ..PublishOptions::seconds(secs)
         };
-        Ffmpeg::write_test_file(&file, &opts).await?;
-        let data = Bytes::from(std::fs::read(&file)?);
+        Ffmpeg::write_test_file(file, &opts).await
+    }
+
+    /// Reads a test pattern FLV written by [`Media::write`].
+    pub fn read(file: &Path, secs: f64, gop: u32) -> Result<Media> {
+        let data = Bytes::from(std::fs::read(file)?);
         let mut frames = Vec::new();
         for tag in flv::FlvReader::new(data)? {
             let tag = tag?;
@@ -60,9 +72,9 @@ impl Media {
         Ok(Media {
             frames,
             duration: Duration::from_secs_f64(secs),
-            fps: opts.fps,
+            fps: 30,
             gop,
-            _dir: dir,
+            _dir: None,
         })
     }
 
