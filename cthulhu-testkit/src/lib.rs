@@ -3,9 +3,10 @@
 //! Test support for Cthulhu integration tests that talk to **real peers** on
 //! `127.0.0.1`: an nginx-rtmp instance per test ([`Nginx`]), ffmpeg publishers
 //! ([`Ffmpeg`]), ffprobe/ffmpeg based checks ([`ffprobe_json`], [`probe_streams`],
-//! [`decode_check`]) and an RTMP client (on rml_rtmp) that stops reading after
-//! `play` ([`StalledPlayer`]); for RTMPS, a TLS-terminating nginx
-//! ([`Nginx::start_rtmps`]) with certificates of a throwaway CA ([`TestCa`]).
+//! [`decode_check`]), an RTMP client (on rml_rtmp) that stops reading after
+//! `play` ([`StalledPlayer`]) and an in-memory S3 server ([`Moto`]); for RTMPS, a
+//! TLS-terminating nginx ([`Nginx::start_rtmps`]) with certificates of a throwaway
+//! CA ([`TestCa`]).
 //!
 //! Conventions:
 //!
@@ -28,6 +29,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod ffmpeg;
+mod moto;
 mod net;
 mod nginx;
 mod process;
@@ -38,6 +40,7 @@ pub use ffmpeg::{
     DecodeReport, Ffmpeg, ProbedStream, PublishOptions, decode_check, ffprobe_json,
     ffprobe_json_timeout, probe_streams,
 };
+pub use moto::Moto;
 pub use net::{free_port, pid_is_listening, wait_for_port};
 pub use nginx::{Nginx, rtmp_module_path, stream_module_path};
 pub use process::{ChildGuard, find_tool, require_tool, rss_kib};

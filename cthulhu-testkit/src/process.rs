@@ -249,6 +249,7 @@ pub fn require_tool(name: &str) -> Result<PathBuf> {
             "ffmpeg" | "ffprobe" => "ffmpeg",
             "nginx" => "nginx libnginx-mod-rtmp",
             "srt-live-transmit" => "srt-tools",
+            "moto_server" => "'moto[server]' (pip; scripts/test installs it into its venv)",
             other => other,
         };
         anyhow!(

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast};
 
@@ -156,6 +156,60 @@ pub enum HubEvent {
         path: StreamPath,
         /// Why.
         reason: EndReason,
+    },
+    /// A recorder reports progress or trouble ([`Hub::emit_recording`]).
+    Recording(RecordingEvent),
+}
+
+/// What a recorder (`cthulhu-sinks`) reports on the hub's event bus, for the console and
+/// notifications. `recorder` names the recording (its configuration entry), `object` is
+/// the name of a segment in its storage. No field carries a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RecordingEvent {
+    /// A segment was opened: the first of a publish session, or the next after a cut.
+    Started {
+        /// The recorded stream.
+        path: StreamPath,
+        /// The recording's name.
+        recorder: String,
+        /// The segment's object name.
+        object: String,
+        /// The segment's number within the recording (1 for the first).
+        seq: u64,
+    },
+    /// A segment is complete and stored.
+    SegmentFinished {
+        /// The recorded stream.
+        path: StreamPath,
+        /// The recording's name.
+        recorder: String,
+        /// The segment's object name.
+        object: String,
+        /// Its size in bytes.
+        bytes: u64,
+        /// The media time it covers.
+        duration: Duration,
+    },
+    /// Media was not recorded (storage too slow or unreachable, or the recorder fell
+    /// behind the stream); recording went on at the next keyframe.
+    Gap {
+        /// The recorded stream.
+        path: StreamPath,
+        /// The recording's name.
+        recorder: String,
+        /// The media time left out.
+        dropped: Duration,
+    },
+    /// Recording failed; what was stored before is kept. The recorder retries with
+    /// backoff while the stream is live.
+    Failed {
+        /// The recorded stream.
+        path: StreamPath,
+        /// The recording's name.
+        recorder: String,
+        /// Why (no credentials).
+        reason: String,
     },
 }
 
@@ -291,6 +345,13 @@ impl Hub {
     /// Lifecycle events (bounded; a slow reader misses events rather than slowing the hub).
     pub fn events(&self) -> broadcast::Receiver<HubEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Publishes a recorder's event on the bus [`Hub::events`] hands out. Only recording
+    /// events can be sent from outside: lifecycle events come from the hub itself.
+    pub fn emit_recording(&self, event: RecordingEvent) {
+        // No receiver is not an error: nobody is listening.
+        let _ = self.inner.events.send(HubEvent::Recording(event));
     }
 
     fn stream(&self, path: &StreamPath) -> Arc<Stream> {
