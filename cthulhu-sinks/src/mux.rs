@@ -31,14 +31,6 @@ impl Container {
         }
     }
 
-    /// Whether this build can write the container.
-    pub fn is_available(self) -> bool {
-        match self {
-            Container::Fmp4 => cfg!(feature = "fmp4"),
-            Container::Ts | Container::Flv => true,
-        }
-    }
-
     /// Whether the container can carry a codec.
     pub fn supports(self, codec: CodecId) -> bool {
         match self {
@@ -120,12 +112,7 @@ pub(crate) fn new_muxer(
                 .map_err(|e| SinkError::Mux(e.to_string()))?,
         })),
         Container::Flv => Ok(Box::new(FlvSegment::new(tracks, base))),
-        #[cfg(feature = "fmp4")]
         Container::Fmp4 => fmp4_arm::new(tracks),
-        #[cfg(not(feature = "fmp4"))]
-        Container::Fmp4 => Err(SinkError::Unsupported(
-            "fragmented MP4 recording needs the fMP4 muxer (cthulhu_core::format::fmp4)".into(),
-        )),
     }
 }
 
@@ -209,8 +196,7 @@ impl SegmentMuxer for FlvSegment {
     fn finish(&mut self, _out: &mut BytesMut) {}
 }
 
-/// Fragmented MP4 through `cthulhu_core::format::fmp4` (branch `fmp4`).
-#[cfg(feature = "fmp4")]
+/// Fragmented MP4 through `cthulhu_core::format::fmp4`.
 mod fmp4_arm {
     use super::*;
     use cthulhu_core::format::fmp4;

@@ -113,12 +113,6 @@ impl RecordConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), SinkError> {
         let bad = |what: String| Err(SinkError::Config(what));
-        if !self.container.is_available() {
-            return Err(SinkError::Unsupported(format!(
-                "{} recording is not available in this build",
-                self.container
-            )));
-        }
         if self.segment_duration.is_some_and(|d| d.is_zero()) {
             return bad("segment_duration must be more than 0".into());
         }
