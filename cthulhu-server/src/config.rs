@@ -87,6 +87,84 @@ pub(crate) struct Config {
     pub(crate) hub: HubConfig,
     /// `[[streams]]`: the streams that may be published, with their destinations.
     pub(crate) streams: Vec<StreamConfig>,
+    /// `[storage.NAME]`: where recordings go, by name (sorted). The name `local` is
+    /// predefined (`<data_dir>/recordings`) unless the file defines it.
+    pub(crate) storage: Vec<StorageDef>,
+}
+
+/// Name of the predefined local storage.
+pub(crate) const LOCAL_STORAGE: &str = "local";
+
+/// `[storage.NAME]`: a place recordings are written to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StorageDef {
+    /// The name streams refer to.
+    pub(crate) name: String,
+    /// `s3://bucket/prefix`, `gs://`, `az://`, `file:///dir`; a plain path is a
+    /// local directory (relative to the config file's directory).
+    pub(crate) url: String,
+    /// S3-compatible endpoint (`http(s)://host:port`), if not AWS.
+    pub(crate) endpoint: Option<String>,
+    /// Region (S3).
+    pub(crate) region: Option<String>,
+    /// Access key id (`access_key_id` or `access_key_id_env`); default: the standard
+    /// environment variables of the provider.
+    pub(crate) access_key_id: Option<Secret>,
+    /// Secret access key (`secret_access_key` or `secret_access_key_env`).
+    pub(crate) secret_access_key: Option<Secret>,
+    /// Session token (`session_token` or `session_token_env`).
+    pub(crate) session_token: Option<Secret>,
+    /// Allow plain-HTTP endpoints (default: when the endpoint is http://).
+    pub(crate) allow_http: Option<bool>,
+    /// Multipart part size in bytes (`part_size_kib`). Default 8 MiB.
+    pub(crate) part_size: Option<usize>,
+    /// Parts uploading at once per recording (`max_inflight_parts`). Default 2.
+    pub(crate) max_inflight_parts: Option<usize>,
+    /// Bytes a recording may buffer while the store is slow or down
+    /// (`max_buffered_mib`). Default 64 MiB.
+    pub(crate) max_buffered: Option<usize>,
+}
+
+/// Container of a recording (`format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RecordFormat {
+    /// Fragmented MP4 (`fmp4`, the default).
+    #[default]
+    Fmp4,
+    /// MPEG-TS (`ts`).
+    Ts,
+    /// FLV (`flv`).
+    Flv,
+}
+
+impl RecordFormat {
+    /// The usual file extension.
+    pub(crate) fn extension(self) -> &'static str {
+        match self {
+            RecordFormat::Fmp4 => "mp4",
+            RecordFormat::Ts => "ts",
+            RecordFormat::Flv => "flv",
+        }
+    }
+}
+
+/// `[[streams.record]]`: a recording of the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RecordDef {
+    /// The storage (`storage`, a `[storage.NAME]` or `local`). Default `local`.
+    pub(crate) storage: String,
+    /// Container. Default fmp4.
+    pub(crate) format: RecordFormat,
+    /// Cut a segment at the first keyframe after this long (`segment_seconds`).
+    pub(crate) segment_duration: Option<Duration>,
+    /// Cut a segment at the first keyframe after this many bytes (`segment_mib`).
+    pub(crate) segment_bytes: Option<u64>,
+    /// Object name template (`name`): `{path}`, `{name}`, `{date}`, `{time}`, `{seq}`.
+    /// Default `{path}/{date}/{time}-{seq}.<ext>`.
+    pub(crate) name: String,
+    /// Whether to record at all. Default true.
+    pub(crate) enabled: bool,
 }
 
 /// `[server]`.
@@ -195,6 +273,8 @@ pub(crate) struct StreamConfig {
     pub(crate) passphrase: Option<Secret>,
     /// `[[streams.push]]`: destinations the stream is pushed to.
     pub(crate) push: Vec<PushConfig>,
+    /// `[[streams.record]]`: recordings of the stream.
+    pub(crate) record: Vec<RecordDef>,
 }
 
 /// `[[streams.push]]`: a push destination.
@@ -278,6 +358,7 @@ impl Config {
             srt: SrtConfig::default(),
             hub: HubConfig::default(),
             streams: Vec::new(),
+            storage: Vec::new(),
         }
     }
 
@@ -347,6 +428,36 @@ struct RawConfig {
     srt: RawSrt,
     hub: RawHub,
     streams: Vec<Spanned<RawStream>>,
+    storage: std::collections::BTreeMap<String, Spanned<RawStorage>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: Spanned<String>,
+    endpoint: Option<Spanned<String>>,
+    region: Option<Spanned<String>>,
+    access_key_id: Option<Spanned<TomlSecret>>,
+    access_key_id_env: Option<Spanned<String>>,
+    secret_access_key: Option<Spanned<TomlSecret>>,
+    secret_access_key_env: Option<Spanned<String>>,
+    session_token: Option<Spanned<TomlSecret>>,
+    session_token_env: Option<Spanned<String>>,
+    allow_http: Option<bool>,
+    part_size_kib: Option<Spanned<i64>>,
+    max_inflight_parts: Option<Spanned<i64>>,
+    max_buffered_mib: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecord {
+    storage: Option<Spanned<String>>,
+    format: Option<RecordFormat>,
+    segment_seconds: Option<Spanned<i64>>,
+    segment_mib: Option<Spanned<i64>>,
+    name: Option<Spanned<String>>,
+    enabled: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -400,6 +511,8 @@ struct RawStream {
     passphrase_env: Option<Spanned<String>>,
     #[serde(default)]
     push: Vec<Spanned<RawPush>>,
+    #[serde(default)]
+    record: Vec<Spanned<RawRecord>>,
 }
 
 #[derive(Deserialize)]
@@ -501,13 +614,190 @@ impl Checker<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let server = self.server(raw.server)?;
+        let rtmp = self.rtmp(raw.rtmp)?;
+        let srt = self.srt(raw.srt)?;
+        let hub = self.hub(raw.hub)?;
+        let storage = self.storage(raw.storage)?;
+        let streams = self.streams(raw.streams, &storage)?;
         Ok(Config {
-            server: self.server(raw.server)?,
-            rtmp: self.rtmp(raw.rtmp)?,
-            srt: self.srt(raw.srt)?,
-            hub: self.hub(raw.hub)?,
-            streams: self.streams(raw.streams)?,
+            server,
+            rtmp,
+            srt,
+            hub,
+            streams,
+            storage,
         })
+    }
+
+    fn storage(
+        &self,
+        raw: std::collections::BTreeMap<String, Spanned<RawStorage>>,
+    ) -> Result<Vec<StorageDef>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (name, def) in raw {
+            let at = format!("storage.{name}");
+            let span = def.span();
+            let def = def.into_inner();
+            if name.trim().is_empty() {
+                return Err(self.error(&span, &at, "a storage needs a name"));
+            }
+            let url_key = format!("{at}.url");
+            let url = def.url.get_ref().trim();
+            let url = if url.is_empty() {
+                return Err(self.error(&def.url.span(), &url_key, "must not be empty"));
+            } else if let Some((scheme, _)) = url.split_once("://") {
+                if !matches!(scheme, "s3" | "gs" | "az" | "abfs" | "file") {
+                    return Err(self.error(
+                        &def.url.span(),
+                        &url_key,
+                        format_args!(
+                            "unsupported scheme {scheme}:// (use s3://, gs://, az://, file:// or a directory)"
+                        ),
+                    ));
+                }
+                url.to_owned()
+            } else {
+                // A directory: relative to the config file.
+                let path = PathBuf::from(url);
+                let path = match self.base_dir {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path,
+                };
+                let path = std::path::absolute(&path).unwrap_or(path);
+                format!("file://{}", path.display())
+            };
+            let endpoint = match def.endpoint {
+                Some(e) => {
+                    let v = e.get_ref().trim();
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return Err(self.error(
+                            &e.span(),
+                            &format!("{at}.endpoint"),
+                            "must be an http:// or https:// URL",
+                        ));
+                    }
+                    Some(v.to_owned())
+                }
+                None => None,
+            };
+            let opt_secret = |field: &str, lit, env| -> Result<Option<Secret>, ConfigError> {
+                Ok(self.secret(&at, field, lit, env)?.map(|p| p.secret))
+            };
+            let scaled = |v: Option<Spanned<i64>>,
+                          field: &str,
+                          range: RangeInclusive<i64>,
+                          unit: usize|
+             -> Result<Option<usize>, ConfigError> {
+                Ok(self
+                    .int::<usize>(v.as_ref(), &format!("{at}.{field}"), range)?
+                    .map(|n| n.saturating_mul(unit)))
+            };
+            out.push(StorageDef {
+                name,
+                url,
+                endpoint,
+                region: def.region.map(|r| r.into_inner()),
+                access_key_id: opt_secret(
+                    "access_key_id",
+                    def.access_key_id,
+                    def.access_key_id_env,
+                )?,
+                secret_access_key: opt_secret(
+                    "secret_access_key",
+                    def.secret_access_key,
+                    def.secret_access_key_env,
+                )?,
+                session_token: opt_secret(
+                    "session_token",
+                    def.session_token,
+                    def.session_token_env,
+                )?,
+                allow_http: def.allow_http,
+                // 64 KiB (tests, S3-compatible stores that allow it) to 5 GiB (S3's limit).
+                part_size: scaled(
+                    def.part_size_kib,
+                    "part_size_kib",
+                    64..=5 * 1024 * 1024,
+                    1024,
+                )?,
+                max_inflight_parts: scaled(
+                    def.max_inflight_parts,
+                    "max_inflight_parts",
+                    1..=64,
+                    1,
+                )?,
+                max_buffered: scaled(
+                    def.max_buffered_mib,
+                    "max_buffered_mib",
+                    1..=16_384,
+                    1 << 20,
+                )?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn records(
+        &self,
+        at: &str,
+        raw: Vec<Spanned<RawRecord>>,
+        storage: &[StorageDef],
+    ) -> Result<Vec<RecordDef>, ConfigError> {
+        let mut out = Vec::with_capacity(raw.len());
+        for (j, rec) in raw.into_iter().enumerate() {
+            let at = format!("{at}.record[{j}]");
+            let rec = rec.into_inner();
+            let storage_name = match rec.storage {
+                Some(s) => {
+                    let name = s.get_ref().clone();
+                    if name != LOCAL_STORAGE && !storage.iter().any(|d| d.name == name) {
+                        return Err(self.error(
+                            &s.span(),
+                            &format!("{at}.storage"),
+                            format_args!(
+                                "no [storage.{name}] is defined (define it, or use \"{LOCAL_STORAGE}\": <data_dir>/recordings)"
+                            ),
+                        ));
+                    }
+                    name
+                }
+                None => LOCAL_STORAGE.to_owned(),
+            };
+            let format = rec.format.unwrap_or_default();
+            let segment_duration = self
+                .int::<u64>(
+                    rec.segment_seconds.as_ref(),
+                    &format!("{at}.segment_seconds"),
+                    1..=86_400,
+                )?
+                .map(Duration::from_secs);
+            let segment_bytes = self
+                .int::<u64>(
+                    rec.segment_mib.as_ref(),
+                    &format!("{at}.segment_mib"),
+                    1..=1_048_576,
+                )?
+                .map(|m| m << 20);
+            let name = match rec.name {
+                Some(n) => {
+                    let t = n.get_ref().clone();
+                    cthulhu_sinks::NameTemplate::parse(&t)
+                        .map_err(|e| self.error(&n.span(), &format!("{at}.name"), e))?;
+                    t
+                }
+                None => format!("{{path}}/{{date}}/{{time}}-{{seq}}.{}", format.extension()),
+            };
+            out.push(RecordDef {
+                storage: storage_name,
+                format,
+                segment_duration,
+                segment_bytes,
+                name,
+                enabled: rec.enabled.unwrap_or(true),
+            });
+        }
+        Ok(out)
     }
 
     fn server(&self, raw: RawServer) -> Result<ServerConfig, ConfigError> {
@@ -644,7 +934,11 @@ impl Checker<'_> {
         })
     }
 
-    fn streams(&self, raw: Vec<Spanned<RawStream>>) -> Result<Vec<StreamConfig>, ConfigError> {
+    fn streams(
+        &self,
+        raw: Vec<Spanned<RawStream>>,
+        storage: &[StorageDef],
+    ) -> Result<Vec<StreamConfig>, ConfigError> {
         let mut out: Vec<StreamConfig> = Vec::with_capacity(raw.len());
         let mut paths: HashMap<StreamPath, usize> = HashMap::new();
         // Publish and play keys of the streams checked so far, with their stream.
@@ -727,12 +1021,14 @@ impl Checker<'_> {
             }
 
             let push = self.pushes(&at, &path, stream.push)?;
+            let record = self.records(&at, stream.record, storage)?;
             out.push(StreamConfig {
                 path: path.clone(),
                 key: key.secret.clone(),
                 play_key: play_key.as_ref().map(|p| p.secret.clone()),
                 passphrase: passphrase.map(|p| p.secret),
                 push,
+                record,
             });
             keys.push((i, path.clone(), key));
             play_keys.extend(play_key.map(|p| (i, path, p)));

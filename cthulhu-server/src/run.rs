@@ -4,17 +4,25 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, SubscribeOptions};
+use cthulhu_core::hub::{
+    HubEvent, OverflowPolicy, PublishConflict, RecordingEvent, SubscribeOptions,
+};
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Destination, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
 use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, ServerConfig};
+use cthulhu_sinks::{
+    Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
+};
 use cthulhu_srt::{SrtPush, SrtPushConfig, SrtServer, SrtServerConfig};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, OnOverflow, OnSecondPublisher, PushTarget, PushUrl, StreamConfig};
+use crate::config::{
+    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PushTarget, PushUrl, RecordFormat,
+    StreamConfig,
+};
 use crate::store::Store;
 
 /// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then `info`.
@@ -183,6 +191,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         grace: cfg.hub.publisher_grace,
         running: HashMap::new(),
     };
+    let recordings = start_recordings(&cfg, &hub)?;
     let mut events = hub.events();
     for s in &cfg.streams {
         let info = StreamInfo {
@@ -207,6 +216,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
                         dests.ensure(&path, routes);
                     }
                 }
+                Ok(HubEvent::Recording(ev)) => log_recording(&ev),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     warn!(missed, "Missed hub events: re-routing every live stream");
@@ -225,6 +235,10 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     // All destinations unpublish at once, each within its supervisor's stop grace.
     let mut stops = tokio::task::JoinSet::new();
     for handle in dests.running.into_values() {
+        stops.spawn(handle.stop());
+    }
+    // Recordings finish their segments (last part uploaded, upload completed).
+    for handle in recordings {
         stops.spawn(handle.stop());
     }
     while stops.join_next().await.is_some() {}
@@ -318,6 +332,125 @@ impl Destinations {
             self.running.insert(id, handle);
         }
     }
+}
+
+/// Logs a recorder's event (the console and notifications read the same bus).
+fn log_recording(ev: &RecordingEvent) {
+    match ev {
+        RecordingEvent::Started {
+            path,
+            recorder,
+            object,
+            seq,
+        } => {
+            info!(stream = %path, recording = %recorder, object = %object, seq, "Recording segment started")
+        }
+        RecordingEvent::SegmentFinished {
+            path,
+            recorder,
+            object,
+            bytes,
+            duration,
+        } => info!(
+            stream = %path,
+            recording = %recorder,
+            object = %object,
+            bytes,
+            secs = duration.as_secs_f64(),
+            "Recording segment finished"
+        ),
+        RecordingEvent::Gap {
+            path,
+            recorder,
+            dropped,
+        } => {
+            warn!(stream = %path, recording = %recorder, dropped_secs = dropped.as_secs_f64(), "Recording gap: media left out")
+        }
+        RecordingEvent::Failed {
+            path,
+            recorder,
+            reason,
+        } => warn!(stream = %path, recording = %recorder, reason = %reason, "Recording failed"),
+        _ => {}
+    }
+}
+
+/// Builds the storages recordings use and starts one recorder per enabled
+/// `[[streams.record]]`; each waits for its stream to go live.
+fn start_recordings(cfg: &Config, hub: &Hub) -> anyhow::Result<Vec<RecordingHandle>> {
+    let mut storages: HashMap<&str, Arc<Storage>> = HashMap::new();
+    let mut handles = Vec::new();
+    for stream in &cfg.streams {
+        for (i, rec) in stream.record.iter().enumerate() {
+            if !rec.enabled {
+                continue;
+            }
+            let storage = match storages.get(rec.storage.as_str()) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = open_storage(cfg, &rec.storage)?;
+                    storages.insert(rec.storage.as_str(), s.clone());
+                    s
+                }
+            };
+            let def = cfg.storage.iter().find(|d| d.name == rec.storage);
+            let template = NameTemplate::parse(&rec.name)
+                .with_context(|| format!("streams {}: record[{i}].name", stream.path))?;
+            let container = match rec.format {
+                RecordFormat::Fmp4 => Container::Fmp4,
+                RecordFormat::Ts => Container::Ts,
+                RecordFormat::Flv => Container::Flv,
+            };
+            let mut rc = RecordConfig::new(container, template);
+            rc.segment_duration = rec.segment_duration;
+            rc.segment_bytes = rec.segment_bytes;
+            if let Some(d) = def {
+                if let Some(v) = d.part_size {
+                    rc.part_size = v;
+                }
+                if let Some(v) = d.max_inflight_parts {
+                    rc.max_inflight_parts = v;
+                }
+                if let Some(v) = d.max_buffered {
+                    rc.max_buffered_bytes = v;
+                }
+            }
+            let name = format!("{}:record{i}", stream.path);
+            let recorder = Recorder::new(name.clone(), hub, stream.path.clone(), storage, rc)
+                .with_context(|| format!("recording {name}"))?;
+            info!(stream = %stream.path, recording = %name, to = %recorder.describe(), "Recording configured");
+            handles.push(recorder.spawn(BackoffPolicy::default()));
+        }
+    }
+    Ok(handles)
+}
+
+/// The storage named `name`: a `[storage.NAME]`, or the predefined local one.
+fn open_storage(cfg: &Config, name: &str) -> anyhow::Result<Arc<Storage>> {
+    let sc = match cfg.storage.iter().find(|d| d.name == name) {
+        Some(d) => StorageConfig {
+            url: d.url.clone(),
+            endpoint: d.endpoint.clone(),
+            region: d.region.clone(),
+            access_key_id: d.access_key_id.clone(),
+            secret_access_key: d.secret_access_key.clone(),
+            session_token: d.session_token.clone(),
+            allow_http: d.allow_http,
+            ..StorageConfig::default()
+        },
+        None if name == LOCAL_STORAGE => {
+            let dir = cfg.server.data_dir.join("recordings");
+            let dir = std::path::absolute(&dir).unwrap_or(dir);
+            StorageConfig {
+                url: format!("file://{}", dir.display()),
+                ..StorageConfig::default()
+            }
+        }
+        None => anyhow::bail!("no storage named {name:?}"),
+    };
+    let storage = Storage::from_config(&sc).with_context(|| format!("storage {name:?}"))?;
+    info!(storage = %name, at = %storage.describe(), "Storage ready");
+    Ok(storage)
 }
 
 async fn shutdown_signal() {

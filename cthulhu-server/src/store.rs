@@ -79,6 +79,7 @@ impl From<StoredStream> for StreamConfig {
             play_key: None,
             passphrase: None,
             push: Vec::new(),
+            record: Vec::new(),
         }
     }
 }

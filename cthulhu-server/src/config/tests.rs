@@ -228,7 +228,7 @@ fn unknown_keys() {
     );
     assert_error(
         "[hub]\n[srtx]\nlisten = 1\n",
-        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`",
+        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`, `storage`",
     );
     assert_error(
         "[srt]\nlisten = 1\n",
@@ -643,4 +643,99 @@ fn second_publisher_policy() {
         "[hub]\non_second_publisher = \"both\"\n",
         "cthulhu.toml:2:23: hub.on_second_publisher: unknown variant `both`, expected `reject` or `replace`",
     );
+}
+
+#[test]
+fn storage_and_recordings() {
+    let c = parse(
+        r#"
+[storage.archive]
+url = "s3://studio-archive/rec"
+endpoint = "http://127.0.0.1:9900"
+region = "us-east-1"
+access_key_id = "AKIDEXAMPLE"
+secret_access_key_env = "CTHULHU_TEST_BACKUP_KEY"
+part_size_kib = 5120
+max_inflight_parts = 3
+max_buffered_mib = 32
+
+[[streams]]
+path = "live/studio"
+key = "studio-secret"
+
+[[streams.record]]
+storage = "archive"
+format = "ts"
+segment_seconds = 600
+name = "{path}/{date}/{time}-{seq}.ts"
+
+[[streams.record]]
+"#,
+    )
+    .unwrap();
+    let [archive] = c.storage.as_slice() else {
+        panic!("{:?}", c.storage)
+    };
+    assert_eq!(archive.url, "s3://studio-archive/rec");
+    assert_eq!(archive.part_size, Some(5 << 20));
+    assert_eq!(archive.max_inflight_parts, Some(3));
+    assert_eq!(archive.max_buffered, Some(32 << 20));
+    assert_eq!(
+        archive.secret_access_key.as_ref().map(Secret::expose),
+        Some("backup-secret")
+    );
+    assert!(!format!("{c:?}").contains("backup-secret"));
+    let [ts, default] = c.streams[0].record.as_slice() else {
+        panic!("{:?}", c.streams[0].record)
+    };
+    assert_eq!(ts.storage, "archive");
+    assert_eq!(ts.format, RecordFormat::Ts);
+    assert_eq!(ts.segment_duration, Some(Duration::from_secs(600)));
+    assert_eq!(default.storage, LOCAL_STORAGE);
+    assert_eq!(default.format, RecordFormat::Fmp4);
+    assert_eq!(default.name, "{path}/{date}/{time}-{seq}.mp4");
+    assert!(default.enabled);
+}
+
+#[test]
+fn storage_and_recording_errors() {
+    let stream = "[[streams]]\npath = \"live/a\"\nkey = \"studio-secret\"\n";
+    assert_error(
+        &format!("{stream}[[streams.record]]\nstorage = \"nope\"\n"),
+        "cthulhu.toml:5:11: streams[0].record[0].storage: no [storage.nope] is defined (define it, or use \"local\": <data_dir>/recordings)",
+    );
+    assert_error(
+        &format!("{stream}[[streams.record]]\nname = \"{{path}}/{{when}}.ts\"\n"),
+        &format!(
+            "cthulhu.toml:5:8: streams[0].record[0].name: {}",
+            cthulhu_sinks::NameTemplate::parse("{path}/{when}.ts")
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        ),
+    );
+    assert_error(
+        "[storage.x]\nurl = \"ftp://host/dir\"\n",
+        "cthulhu.toml:2:7: storage.x.url: unsupported scheme ftp:// (use s3://, gs://, az://, file:// or a directory)",
+    );
+    assert_error(
+        "[storage.x]\nurl = \"s3://b\"\npart_size_kib = 4\n",
+        "cthulhu.toml:3:17: storage.x.part_size_kib: 4 is out of range (64..=5242880)",
+    );
+    assert_error(
+        "[storage.x]\nurl = \"s3://b\"\nendpoint = \"127.0.0.1:9000\"\n",
+        "cthulhu.toml:3:12: storage.x.endpoint: must be an http:// or https:// URL",
+    );
+}
+
+#[test]
+fn a_storage_directory_is_relative_to_the_config_file() {
+    let c = Config::parse_in(
+        "[storage.disk]\nurl = \"rec\"\n",
+        "cthulhu.toml",
+        Some(Path::new("/etc/cthulhu")),
+        &env,
+    )
+    .unwrap();
+    assert_eq!(c.storage[0].url, "file:///etc/cthulhu/rec");
 }
