@@ -11,7 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use common::Cthulhu;
 use cthulhu_sinks::{Storage, StorageConfig};
-use cthulhu_testkit::{Ffmpeg, Moto, PublishOptions, decode_check, ffprobe_json, free_port};
+use cthulhu_testkit::{
+    Ffmpeg, Moto, PublishOptions, decode_check, ffprobe_json, free_port, probe_streams,
+};
 
 const KEY: &str = "record-key-1";
 const BUCKET: &str = "archive";
@@ -144,6 +146,18 @@ async fn records_fmp4_to_s3_through_a_stalled_server() -> Result<()> {
     assert!(
         *size > 4 * (PART_KIB as u64) * 1024,
         "{size} bytes: fewer than 5 parts"
+    );
+    let kinds: Vec<(String, String)> = probe_streams(file.to_str().unwrap_or_default(), &[])
+        .await?
+        .into_iter()
+        .map(|s| (s.codec_type, s.codec_name))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("video".to_owned(), "h264".to_owned()),
+            ("audio".to_owned(), "aac".to_owned())
+        ]
     );
     let report = decode_check(file.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
     report.ensure_clean()?;
