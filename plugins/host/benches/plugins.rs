@@ -35,6 +35,14 @@ fn bench(c: &mut Criterion) {
     })
     .unwrap();
 
+    // The thread hop every call makes, alone: how much of a call is not the plugin.
+    c.bench_function("spawn_blocking round trip (reference, no plugin)", |b| {
+        b.iter(|| {
+            rt.block_on(async { tokio::task::spawn_blocking(|| black_box(1)).await })
+                .unwrap()
+        })
+    });
+
     // Per call on a warm instance: conversion, semaphore, spawn_blocking, epoch
     // deadline, the guest's work and back.
     let auth = AuthPlugin::new(host.load(auth_manifest()).unwrap()).unwrap();
