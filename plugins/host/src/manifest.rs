@@ -63,7 +63,7 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 16 << 20;
 /// `fuel` (instructions per call, needs [`HostConfig::consume_fuel`]),
 /// `disable_after` (consecutive failures, default [`HostConfig::disable_after`]) and
 /// `instances` (warm instances kept, default 1: see [`Manifest::instances`]).
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(try_from = "RawManifest")]
 pub struct Manifest {
     /// A name for logs and status.
@@ -75,7 +75,8 @@ pub struct Manifest {
     /// The expected SHA-256 of the file, hex; a file that differs is refused, at load
     /// and at reload.
     pub sha256: Option<String>,
-    /// Given to the plugin's `configure` as a JSON string.
+    /// Given to the plugin's `configure` as a JSON string. May hold secrets: the
+    /// manifest's `Debug` does not print it.
     pub config: serde_json::Value,
     /// Wall-clock budget of one call, including waiting for a free instance.
     pub timeout: Duration,
@@ -90,6 +91,24 @@ pub struct Manifest {
     /// (a rate limiter's counters) is exact; it is still lost when the instance is
     /// discarded after a failure or a reload.
     pub instances: u32,
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The config may hold keys and secrets: never printed.
+        f.debug_struct("Manifest")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("config", &"***")
+            .field("timeout", &self.timeout)
+            .field("memory_bytes", &self.memory_bytes)
+            .field("fuel", &self.fuel)
+            .field("disable_after", &self.disable_after)
+            .field("instances", &self.instances)
+            .finish()
+    }
 }
 
 impl Manifest {
@@ -239,7 +258,11 @@ pub struct HostConfig {
     pub disable_after: u32,
     /// The largest memory cap a manifest may ask for; sizes the instance pool.
     pub max_memory_bytes: u64,
-    /// Instances the pooling allocator reserves room for, over all plugins.
+    /// Instances the pooling allocator reserves room for, over all plugins. Each
+    /// plugin keeps up to its manifest's `instances` warm, a reload briefly needs
+    /// one more, and [`Plugin::check`](crate::Plugin::check) one more: leave
+    /// headroom. Each slot reserves virtual address space (not memory) for a
+    /// linear memory.
     pub max_instances: u32,
     /// Count fuel, so manifests may set `fuel`. Costs some speed in every call.
     pub consume_fuel: bool,

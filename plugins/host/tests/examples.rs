@@ -629,6 +629,7 @@ fn manifest_from_server_toml() {
         Some("ab00000000000000000000000000000000000000000000000000000000000000")
     );
     assert_eq!(c.plugins[1].config, serde_json::Value::Null);
+    assert!(!format!("{m:?}").contains("k1"), "{m:?}");
     assert_eq!(c.plugins[1].timeout, cthulhu_plugins::DEFAULT_TIMEOUT);
 
     let bad: Result<ServerConfig, _> =

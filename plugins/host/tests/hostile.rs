@@ -373,3 +373,34 @@ async fn memory_cap_applies_at_load() {
         "{err}"
     );
 }
+
+/// With `instances = 2` two slow calls run side by side; with 1 they queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_serve_calls_in_parallel() {
+    let host = host();
+    let sleep = Duration::from_millis(300);
+    for (instances, parallel) in [(2, true), (1, false)] {
+        let mut m = manifest(
+            PluginKind::Auth,
+            "hostile-auth",
+            json!({ "mode": "sleep", "sleep_ms": sleep.as_millis() as u64 }),
+            Duration::from_secs(5),
+        );
+        m.instances = instances;
+        let auth = AuthPlugin::new(host.load(m).unwrap()).unwrap();
+        let start = Instant::now();
+        let calls: Vec<_> = (0..2)
+            .map(|_| {
+                let a = auth.clone();
+                tokio::spawn(async move { a.authorize(&publish("live", "x", None), None).await })
+            })
+            .collect();
+        for c in calls {
+            assert!(matches!(c.await.unwrap(), Ok(Decision::Allow(_))));
+        }
+        let took = start.elapsed();
+        eprintln!("instances = {instances}: two {sleep:?} calls took {took:?}");
+        // The guest's clock has millisecond steps: compare with 1.5 sleeps.
+        assert_eq!(took < sleep * 3 / 2, parallel, "{took:?}");
+    }
+}
