@@ -300,7 +300,8 @@ impl Plugin {
                     tracing::info!(plugin = %self.name, "Plugin re-enabled by reload");
                 }
             }
-            Ok(false) => {}
+            // The file was read and is the running version again.
+            Ok(false) => lock(&self.health).reload_error = None,
             Err(e) => {
                 let message = e.to_string();
                 let mut h = lock(&self.health);
