@@ -32,6 +32,7 @@ mod ffmpeg;
 mod moto;
 mod net;
 mod nginx;
+pub mod plugins;
 mod process;
 mod stalled;
 mod tls;
@@ -43,6 +44,7 @@ pub use ffmpeg::{
 pub use moto::Moto;
 pub use net::{free_port, pid_is_listening, wait_for_port};
 pub use nginx::{Nginx, rtmp_module_path, stream_module_path};
+pub use plugins::guest_plugin;
 pub use process::{ChildGuard, find_tool, require_tool, rss_kib};
 pub use stalled::{Drained, StalledPlayer, StalledPlayerOptions};
 pub use tls::{ServerCert, TestCa};

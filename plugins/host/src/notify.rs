@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use cthulhu_core::hub::HubEvent;
+use cthulhu_core::hub::{HubEvent, RecordingEvent};
 
 use crate::auth::{expect_kind, wrong_world};
 use crate::bindings::types;
@@ -64,7 +64,8 @@ impl LifecycleEvent {
         }
     }
 
-    /// The event for a hub event (stream started or stopped), stamped now.
+    /// The event for a hub event (stream started or stopped, recording segment
+    /// finished), stamped now.
     pub fn from_hub(event: &HubEvent) -> Option<Self> {
         match event {
             HubEvent::Published { path, .. } => Some(Self {
@@ -76,6 +77,20 @@ impl LifecycleEvent {
                 detail: Some(reason.to_string()),
                 ..Self::new(EventKind::StreamStopped)
             }),
+            HubEvent::Recording(RecordingEvent::SegmentFinished {
+                path,
+                recorder,
+                object,
+                ..
+            }) => Some(Self {
+                path: Some(path.to_string()),
+                subject: Some(recorder.clone()),
+                detail: Some(object.clone()),
+                ..Self::new(EventKind::RecordingFinished)
+            }),
+            // Segment starts and gaps are progress, not lifecycle; failures get their
+            // own kind when the notifier lands.
+            HubEvent::Recording(_) => None,
         }
     }
 }
