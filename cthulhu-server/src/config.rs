@@ -75,7 +75,7 @@ fn key_prefix(key: Option<&str>) -> String {
 }
 
 /// The whole server configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Config {
     /// `[server]`: data directory and logging.
     pub(crate) server: ServerConfig,
@@ -90,6 +90,41 @@ pub(crate) struct Config {
     /// `[storage.NAME]`: where recordings go, by name (sorted). The name `local` is
     /// predefined (`<data_dir>/recordings`) unless the file defines it.
     pub(crate) storage: Vec<StorageDef>,
+    /// `[[plugins]]`: WASM policy plugins.
+    pub(crate) plugins: Vec<PluginDef>,
+}
+
+/// The hook a plugin implements (`kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum PluginHook {
+    /// Who may publish and play.
+    Auth,
+    /// Where published streams go.
+    Route,
+    /// Scheduling policy.
+    Schedule,
+    /// Which events become notifications.
+    Notify,
+}
+
+/// `[[plugins]]`: a WASM policy plugin.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PluginDef {
+    /// The hook.
+    pub(crate) kind: PluginHook,
+    /// The component file, resolved against the config file's directory.
+    pub(crate) path: PathBuf,
+    /// Expected SHA-256 of the file (lowercase hex), if pinned.
+    pub(crate) sha256: Option<String>,
+    /// Name for logs and status (default: the file stem).
+    pub(crate) name: Option<String>,
+    /// Given to the plugin's `configure` (as JSON).
+    pub(crate) config: serde_json::Value,
+    /// Wall-clock budget of one call (`timeout_ms`, 1 to 10000). Default 50 ms.
+    pub(crate) timeout: Duration,
+    /// Memory cap (`memory_mb`, 1 to 256). Default 16 MiB.
+    pub(crate) memory_bytes: u64,
 }
 
 /// Name of the predefined local storage.
@@ -359,6 +394,7 @@ impl Config {
             hub: HubConfig::default(),
             streams: Vec::new(),
             storage: Vec::new(),
+            plugins: Vec::new(),
         }
     }
 
@@ -429,6 +465,19 @@ struct RawConfig {
     hub: RawHub,
     streams: Vec<Spanned<RawStream>>,
     storage: std::collections::BTreeMap<String, Spanned<RawStorage>>,
+    plugins: Vec<Spanned<RawPlugin>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    kind: PluginHook,
+    path: Spanned<String>,
+    sha256: Option<Spanned<String>>,
+    name: Option<Spanned<String>>,
+    config: Option<toml::Value>,
+    timeout_ms: Option<Spanned<i64>>,
+    memory_mb: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -620,6 +669,7 @@ impl Checker<'_> {
         let hub = self.hub(raw.hub)?;
         let storage = self.storage(raw.storage)?;
         let streams = self.streams(raw.streams, &storage)?;
+        let plugins = self.plugins(raw.plugins)?;
         Ok(Config {
             server,
             rtmp,
@@ -627,7 +677,78 @@ impl Checker<'_> {
             hub,
             streams,
             storage,
+            plugins,
         })
+    }
+
+    fn plugins(&self, raw: Vec<Spanned<RawPlugin>>) -> Result<Vec<PluginDef>, ConfigError> {
+        let mut out: Vec<PluginDef> = Vec::with_capacity(raw.len());
+        for (i, p) in raw.into_iter().enumerate() {
+            let at = format!("plugins[{i}]");
+            let span = p.span();
+            let p = p.into_inner();
+            if matches!(p.kind, PluginHook::Auth | PluginHook::Route)
+                && out.iter().any(|o| o.kind == p.kind)
+            {
+                return Err(self.error(
+                    &span,
+                    &format!("{at}.kind"),
+                    "only one auth and one route plugin (a plugin can combine rules itself)",
+                ));
+            }
+            if p.path.get_ref().trim().is_empty() {
+                return Err(self.error(&p.path.span(), &format!("{at}.path"), "must not be empty"));
+            }
+            let path = PathBuf::from(p.path.get_ref());
+            let path = match self.base_dir {
+                Some(base) if path.is_relative() => base.join(path),
+                _ => path,
+            };
+            let sha256 = match p.sha256 {
+                Some(h) => {
+                    let v = h.get_ref().trim().to_ascii_lowercase();
+                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(self.error(
+                            &h.span(),
+                            &format!("{at}.sha256"),
+                            "must be 64 hex digits (sha256sum FILE)",
+                        ));
+                    }
+                    Some(v)
+                }
+                None => None,
+            };
+            let config = match p.config {
+                Some(v) => serde_json::to_value(v).map_err(|e| {
+                    self.error(
+                        &span,
+                        &format!("{at}.config"),
+                        format_args!("not representable as JSON: {e}"),
+                    )
+                })?,
+                None => serde_json::Value::Null,
+            };
+            let timeout = self
+                .int::<u64>(
+                    p.timeout_ms.as_ref(),
+                    &format!("{at}.timeout_ms"),
+                    1..=10_000,
+                )?
+                .map_or(Duration::from_millis(50), Duration::from_millis);
+            let memory_bytes = self
+                .int::<u64>(p.memory_mb.as_ref(), &format!("{at}.memory_mb"), 1..=256)?
+                .map_or(16 << 20, |m| m << 20);
+            out.push(PluginDef {
+                kind: p.kind,
+                path,
+                sha256,
+                name: p.name.map(|n| n.into_inner()),
+                config,
+                timeout,
+                memory_bytes,
+            });
+        }
+        Ok(out)
     }
 
     fn storage(

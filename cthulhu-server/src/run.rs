@@ -19,9 +19,13 @@ use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
+use cthulhu_plugins::{
+    AuthPlugin, HostConfig, Manifest, PluginHost, PluginKind, PolicyChain, RoutePlugin,
+};
+
 use crate::config::{
-    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PushTarget, PushUrl, RecordFormat,
-    StreamConfig,
+    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PluginHook, PushTarget, PushUrl,
+    RecordFormat, StreamConfig,
 };
 use crate::store::Store;
 
@@ -128,7 +132,11 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     }
 
     let hub = Hub::new(hub_config(&cfg));
-    let router = Arc::new(StaticRouter::new(cfg.streams.iter().map(rule).collect()));
+    let config_router: Arc<dyn Router> =
+        Arc::new(StaticRouter::new(cfg.streams.iter().map(rule).collect()));
+    // The plugin host owns the epoch ticker and the hot-reload watcher: it lives as
+    // long as the server. It logs loads, reloads, failed calls and disabling.
+    let (router, _plugin_host) = policy(&cfg, config_router).await?;
     let server_cfg = ServerConfig {
         chunk_size: cfg.rtmp.chunk_size,
         handshake_timeout: cfg.rtmp.handshake_timeout,
@@ -332,6 +340,63 @@ impl Destinations {
             self.running.insert(id, handle);
         }
     }
+}
+
+/// The server's policy: the config's rules, followed by the auth and route plugins
+/// of `[[plugins]]` if any. Returns the router and the plugin host (schedule and
+/// notify plugins are loaded and checked now; their callers land later).
+async fn policy(
+    cfg: &Config,
+    config_router: Arc<dyn Router>,
+) -> anyhow::Result<(Arc<dyn Router>, Option<PluginHost>)> {
+    if cfg.plugins.is_empty() {
+        return Ok((config_router, None));
+    }
+    let cache_dir = cfg.server.data_dir.join("plugin-cache");
+    let defs = cfg.plugins.clone();
+    // Loading compiles (or reads the cache): off the async workers.
+    let (host, loaded) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let host = PluginHost::new(HostConfig {
+            cache_dir: Some(cache_dir),
+            ..HostConfig::default()
+        })
+        .context("starting the plugin host")?;
+        let mut loaded = Vec::new();
+        for (i, d) in defs.iter().enumerate() {
+            let kind = match d.kind {
+                PluginHook::Auth => PluginKind::Auth,
+                PluginHook::Route => PluginKind::Route,
+                PluginHook::Schedule => PluginKind::Schedule,
+                PluginHook::Notify => PluginKind::Notify,
+            };
+            let mut m = Manifest::new(kind, &d.path)
+                .with_config(d.config.clone())
+                .with_timeout(d.timeout)
+                .with_memory_bytes(d.memory_bytes);
+            if let Some(h) = &d.sha256 {
+                m = m.with_sha256(h.clone());
+            }
+            if let Some(n) = &d.name {
+                m = m.with_name(n.clone());
+            }
+            let plugin = host
+                .load(m)
+                .with_context(|| format!("plugins[{i}] ({})", d.path.display()))?;
+            loaded.push((d.kind, plugin));
+        }
+        Ok((host, loaded))
+    })
+    .await
+    .context("loading plugins")??;
+    let mut chain = PolicyChain::new(config_router);
+    for (kind, plugin) in &loaded {
+        match kind {
+            PluginHook::Auth => chain = chain.with_auth(AuthPlugin::new(plugin.clone())?),
+            PluginHook::Route => chain = chain.with_route(RoutePlugin::new(plugin.clone())?),
+            PluginHook::Schedule | PluginHook::Notify => {}
+        }
+    }
+    Ok((Arc::new(chain) as Arc<dyn Router>, Some(host)))
 }
 
 /// Logs a recorder's event (the console and notifications read the same bus).

@@ -228,7 +228,7 @@ fn unknown_keys() {
     );
     assert_error(
         "[hub]\n[srtx]\nlisten = 1\n",
-        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`, `storage`",
+        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`, `storage`, `plugins`",
     );
     assert_error(
         "[srt]\nlisten = 1\n",
@@ -738,4 +738,61 @@ fn a_storage_directory_is_relative_to_the_config_file() {
     )
     .unwrap();
     assert_eq!(c.storage[0].url, "file:///etc/cthulhu/rec");
+}
+
+#[test]
+fn plugins() {
+    let c = Config::parse_in(
+        r#"
+[[plugins]]
+kind = "auth"
+path = "plugins/stream-key-auth.wasm"
+sha256 = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+config = { keys = ["k1", "k2"], expiry = { k2 = 1700000000 } }
+timeout_ms = 20
+memory_mb = 8
+
+[[plugins]]
+kind = "route"
+path = "/opt/route.wasm"
+"#,
+        "cthulhu.toml",
+        Some(Path::new("/etc/cthulhu")),
+        &env,
+    )
+    .unwrap();
+    let [auth, route] = c.plugins.as_slice() else {
+        panic!("{:?}", c.plugins)
+    };
+    assert_eq!(auth.kind, PluginHook::Auth);
+    assert_eq!(
+        auth.path,
+        PathBuf::from("/etc/cthulhu/plugins/stream-key-auth.wasm")
+    );
+    assert_eq!(
+        auth.sha256.as_deref(),
+        Some("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+    );
+    assert_eq!(
+        auth.config,
+        serde_json::json!({"keys": ["k1", "k2"], "expiry": {"k2": 1700000000}})
+    );
+    assert_eq!(auth.timeout, Duration::from_millis(20));
+    assert_eq!(auth.memory_bytes, 8 << 20);
+    assert_eq!(route.path, PathBuf::from("/opt/route.wasm"));
+    assert_eq!(route.timeout, Duration::from_millis(50));
+    assert_eq!(route.config, serde_json::Value::Null);
+
+    assert_error(
+        "[[plugins]]\nkind = \"auth\"\npath = \"a.wasm\"\n[[plugins]]\nkind = \"auth\"\npath = \"b.wasm\"\n",
+        "cthulhu.toml:4:1: plugins[1].kind: only one auth and one route plugin (a plugin can combine rules itself)",
+    );
+    assert_error(
+        "[[plugins]]\nkind = \"auth\"\npath = \"a.wasm\"\nsha256 = \"abc\"\n",
+        "cthulhu.toml:4:10: plugins[0].sha256: must be 64 hex digits (sha256sum FILE)",
+    );
+    assert_error(
+        "[[plugins]]\nkind = \"auth\"\npath = \"a.wasm\"\ntimeout_ms = 0\n",
+        "cthulhu.toml:4:14: plugins[0].timeout_ms: 0 is out of range (1..=10000)",
+    );
 }

@@ -1,0 +1,164 @@
+//! WASM policy plugins in the running server, against real peers: ffmpeg publishes,
+//! nginx-rtmp receives what a route plugin chose, hostile plugins are stopped while
+//! other streams keep flowing, and replacing a plugin file changes the next decision.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use common::Cthulhu;
+use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port, guest_plugin};
+
+const KEY: &str = "config-key-1";
+const PLUGIN_KEY: &str = "plugin-key-1";
+
+fn stream() -> String {
+    format!("[[streams]]\npath = \"live/studio\"\nkey = \"{KEY}\"\n")
+}
+
+fn toml_path(p: &Path) -> String {
+    p.display().to_string().replace('\\', "/")
+}
+
+/// Publishes a 3 s test pattern to `url`; true if the server accepted it (ffmpeg
+/// ran to the end), false if it was refused.
+async fn publish_accepted(url: &str) -> Result<bool> {
+    let mut ff = Ffmpeg::publish_test_pattern(url, &PublishOptions::seconds(3.0)).await?;
+    Ok(ff.wait(Duration::from_secs(30)).await?.success())
+}
+
+/// The auth plugin decides (the config's decision is one of its inputs) and the
+/// route plugin chooses two nginx-rtmp destinations, whose recordings decode.
+#[tokio::test]
+async fn auth_and_route_plugins_decide() -> Result<()> {
+    let n1 = Nginx::start_rtmp(free_port()).await?;
+    let n2 = Nginx::start_rtmp(free_port()).await?;
+    let body = format!(
+        "{}\n[[plugins]]\nkind = \"auth\"\npath = \"{}\"\ntimeout_ms = 500\n\
+         config = {{ keys = [{{ key = \"{PLUGIN_KEY}\", name = \"show\" }}] }}\n\
+         [[plugins]]\nkind = \"route\"\npath = \"{}\"\ntimeout_ms = 500\n\
+         config = {{ rules = [{{ match = \"live/*\", destinations = [{{ name = \"n1\", url = \"{}\" }}, {{ name = \"n2\", url = \"{}\" }}] }}] }}\n",
+        stream(),
+        toml_path(&guest_plugin("stream-key-auth")?),
+        toml_path(&guest_plugin("route-by-app")?),
+        n1.url("{name}"),
+        n2.url("{name}"),
+    );
+    let srv = Cthulhu::start(&body).await?;
+    srv.wait_for_log("Plugin loaded", Duration::from_secs(10))
+        .await?;
+
+    // A key only the plugin knows, OBS style (the key as the stream name): allowed
+    // on the name the plugin binds it to, and pushed where the route plugin says.
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(PLUGIN_KEY), &PublishOptions::seconds(8.0)).await?;
+    publisher.wait_success(Duration::from_secs(40)).await?;
+    for nginx in [&n1, &n2] {
+        let rec = nginx
+            .wait_for_recording("show", Duration::from_secs(20))
+            .await?;
+        let report =
+            decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(20)).await?;
+        report.ensure_clean()?;
+        assert_eq!(report.dimensions, Some((640, 360)));
+        assert!(report.video_seconds > 5.0, "{} s", report.video_seconds);
+    }
+
+    // A key nobody knows: refused with the plugin's reason.
+    assert!(!publish_accepted(&srv.url("not-a-key")).await?);
+    srv.wait_for_log("unknown stream key", Duration::from_secs(5))
+        .await?;
+
+    // The config's own key still works: the config decision is one of the plugin's
+    // inputs.
+    assert!(publish_accepted(&format!("{}?key={KEY}", srv.url("studio"))).await?);
+    let log = srv.log();
+    assert!(!log.contains(PLUGIN_KEY) && !log.contains(KEY), "{log}");
+    Ok(())
+}
+
+/// Each hostile auth plugin (misbehaving only for the stream `bad`) is stopped
+/// within its limit, the publish is refused (auth fails closed), the failure is
+/// logged as the plugin's state, and the stream `good` keeps flowing meanwhile.
+#[tokio::test]
+async fn hostile_auth_plugins_fail_closed_and_the_server_keeps_serving() -> Result<()> {
+    let hostile = guest_plugin("hostile-auth")?;
+    for (mode, expect) in [
+        ("loop", "timed out"),
+        ("sleep", "timed out"),
+        ("memory", "memory"),
+        ("trap", "trap"),
+    ] {
+        let body = format!(
+            "{}\n[[plugins]]\nkind = \"auth\"\npath = \"{}\"\ntimeout_ms = 50\nmemory_mb = 16\n\
+             config = {{ mode = \"{mode}\", only_name = \"bad\", sleep_ms = 10000 }}\n",
+            stream(),
+            toml_path(&hostile),
+        );
+        let srv = Cthulhu::start(&body).await?;
+        let mut good =
+            Ffmpeg::publish_test_pattern(&srv.url("good"), &PublishOptions::seconds(12.0)).await?;
+        srv.wait_for_log("Published", Duration::from_secs(10))
+            .await?;
+        let started = tokio::time::Instant::now();
+        assert!(
+            !publish_accepted(&srv.url("bad")).await?,
+            "{mode}: the bad publish was accepted"
+        );
+        eprintln!("{mode}: refused after {:?}", started.elapsed());
+        srv.wait_for_log("Plugin call failed", Duration::from_secs(5))
+            .await?;
+        let log = srv.log();
+        let refusal = log
+            .lines()
+            .find(|l| l.contains("refused") && l.contains("auth plugin"))
+            .unwrap_or_default();
+        assert!(
+            refusal.to_ascii_lowercase().contains(expect),
+            "{mode}: refusal {refusal:?}\n{log}"
+        );
+        // The good stream never noticed.
+        let play = decode_check(&srv.url("good"), Duration::from_secs(2)).await?;
+        play.ensure_clean()?;
+        assert!(play.video_frames >= 30, "{mode}: {}", play.video_frames);
+        good.wait_success(Duration::from_secs(30)).await?;
+        if good.log_tail().contains("Error") {
+            bail!(
+                "{mode}: the good publisher saw an error: {}",
+                good.log_tail()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Replacing the auth plugin's file changes the decision for the next publish, with
+/// no restart.
+#[tokio::test]
+async fn replacing_the_auth_plugin_file_changes_the_next_decision() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("auth.wasm");
+    std::fs::copy(guest_plugin("stream-key-auth")?, &path)?;
+    let body = format!(
+        "{}\n[[plugins]]\nkind = \"auth\"\npath = \"{}\"\ntimeout_ms = 500\n\
+         config = {{ keys = [{{ key = \"{PLUGIN_KEY}\", name = \"show\" }}] }}\n",
+        stream(),
+        toml_path(&path),
+    );
+    let srv = Cthulhu::start(&body).await?;
+    assert!(publish_accepted(&srv.url(PLUGIN_KEY)).await?);
+
+    // Deploy another plugin the way deployments should: write aside, rename.
+    let tmp = dir.path().join("auth.wasm.new");
+    std::fs::copy(guest_plugin("hostile-auth")?, &tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    srv.wait_for_log("Plugin reloaded", Duration::from_secs(20))
+        .await?;
+    assert!(!publish_accepted(&srv.url(PLUGIN_KEY)).await?);
+    srv.wait_for_log("hostile-auth denies everything", Duration::from_secs(5))
+        .await?;
+    assert_eq!(srv.count("RTMP listening"), 1, "the server restarted");
+    Ok(())
+}
