@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use cthulhu_plugins::{
-    AuthPlugin, HostConfig, Manifest, PluginHost, PluginKind, PolicyChain, RoutePlugin,
+    AuthPlugin, HostConfig, Manifest, PluginHost, PluginKind, PolicyChain,
+    Recording as PluginRecording, RoutePlugin,
 };
 
 use crate::config::{
@@ -136,7 +137,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         Arc::new(StaticRouter::new(cfg.streams.iter().map(rule).collect()));
     // The plugin host owns the epoch ticker and the hot-reload watcher: it lives as
     // long as the server. It logs loads, reloads, failed calls and disabling.
-    let (router, _plugin_host) = policy(&cfg, config_router).await?;
+    let (router, chain, _plugin_host) = policy(&cfg, config_router).await?;
     let server_cfg = ServerConfig {
         chunk_size: cfg.rtmp.chunk_size,
         handshake_timeout: cfg.rtmp.handshake_timeout,
@@ -200,6 +201,12 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         running: HashMap::new(),
     };
     let recordings = start_recordings(&cfg, &hub)?;
+    let mut plugin_recordings = PluginRecordings {
+        hub: hub.clone(),
+        storage: None,
+        cfg: &cfg,
+        running: HashMap::new(),
+    };
     let mut events = hub.events();
     for s in &cfg.streams {
         let info = StreamInfo {
@@ -220,8 +227,18 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
             ev = events.recv() => match ev {
                 Ok(HubEvent::Published { path, .. }) => {
                     if let Some(info) = hub.stream_info(&path) {
-                        let routes = router.route(&info).await;
-                        dests.ensure(&path, routes);
+                        match &chain {
+                            // Route plugins may also ask for recordings.
+                            Some(chain) => {
+                                let plan = chain.route_plan(&info).await;
+                                dests.ensure(&path, plan.routes);
+                                plugin_recordings.ensure(&path, plan.recordings);
+                            }
+                            None => {
+                                let routes = router.route(&info).await;
+                                dests.ensure(&path, routes);
+                            }
+                        }
                     }
                 }
                 Ok(HubEvent::Recording(ev)) => log_recording(&ev),
@@ -246,7 +263,10 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         stops.spawn(handle.stop());
     }
     // Recordings finish their segments (last part uploaded, upload completed).
-    for handle in recordings {
+    for handle in recordings
+        .into_iter()
+        .chain(plugin_recordings.running.into_values())
+    {
         stops.spawn(handle.stop());
     }
     while stops.join_next().await.is_some() {}
@@ -348,9 +368,13 @@ impl Destinations {
 async fn policy(
     cfg: &Config,
     config_router: Arc<dyn Router>,
-) -> anyhow::Result<(Arc<dyn Router>, Option<PluginHost>)> {
+) -> anyhow::Result<(
+    Arc<dyn Router>,
+    Option<Arc<PolicyChain>>,
+    Option<PluginHost>,
+)> {
     if cfg.plugins.is_empty() {
-        return Ok((config_router, None));
+        return Ok((config_router, None, None));
     }
     let cache_dir = cfg.server.data_dir.join("plugin-cache");
     let defs = cfg.plugins.clone();
@@ -396,7 +420,8 @@ async fn policy(
             PluginHook::Schedule | PluginHook::Notify => {}
         }
     }
-    Ok((Arc::new(chain) as Arc<dyn Router>, Some(host)))
+    let chain = Arc::new(chain);
+    Ok((chain.clone() as Arc<dyn Router>, Some(chain), Some(host)))
 }
 
 /// Logs a recorder's event (the console and notifications read the same bus).
@@ -437,6 +462,59 @@ fn log_recording(ev: &RecordingEvent) {
             reason,
         } => warn!(stream = %path, recording = %recorder, reason = %reason, "Recording failed"),
         _ => {}
+    }
+}
+
+/// Recordings route plugins ask for, to the local storage (`<data_dir>/recordings`),
+/// one per (stream, recording name), started when the plugin first names them.
+struct PluginRecordings<'a> {
+    hub: Hub,
+    storage: Option<Arc<Storage>>,
+    cfg: &'a Config,
+    running: HashMap<(StreamPath, String), RecordingHandle>,
+}
+
+impl PluginRecordings<'_> {
+    fn ensure(&mut self, path: &StreamPath, wanted: Vec<PluginRecording>) {
+        for rec in wanted {
+            let id = (path.clone(), rec.name.clone());
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let storage = match &self.storage {
+                Some(s) => s.clone(),
+                None => match open_storage(self.cfg, LOCAL_STORAGE) {
+                    Ok(s) => self.storage.insert(s).clone(),
+                    Err(e) => {
+                        warn!(stream = %path, recording = %rec.name, error = %format!("{e:#}"), "Plugin recording skipped");
+                        continue;
+                    }
+                },
+            };
+            let setup = rec
+                .format
+                .parse::<Container>()
+                .and_then(|c| Ok((c, NameTemplate::parse(&rec.path_template)?)))
+                .and_then(|(c, t)| {
+                    Recorder::new(
+                        format!("{path}:plugin:{}", rec.name),
+                        &self.hub,
+                        path.clone(),
+                        storage,
+                        RecordConfig::new(c, t),
+                    )
+                });
+            match setup {
+                Ok(recorder) => {
+                    info!(stream = %path, recording = %rec.name, to = %recorder.describe(), "Recording requested by the route plugin");
+                    self.running
+                        .insert(id, recorder.spawn(BackoffPolicy::default()));
+                }
+                Err(e) => {
+                    warn!(stream = %path, recording = %rec.name, error = %e, "Plugin recording skipped")
+                }
+            }
+        }
     }
 }
 

@@ -30,7 +30,8 @@ async fn publish_accepted(url: &str) -> Result<bool> {
 }
 
 /// The auth plugin decides (the config's decision is one of its inputs) and the
-/// route plugin chooses two nginx-rtmp destinations, whose recordings decode.
+/// route plugin chooses two nginx-rtmp destinations, whose recordings decode, and a
+/// local recording.
 #[tokio::test]
 async fn auth_and_route_plugins_decide() -> Result<()> {
     let n1 = Nginx::start_rtmp(free_port()).await?;
@@ -39,7 +40,8 @@ async fn auth_and_route_plugins_decide() -> Result<()> {
         "{}\n[[plugins]]\nkind = \"auth\"\npath = \"{}\"\ntimeout_ms = 500\n\
          config = {{ keys = [{{ key = \"{PLUGIN_KEY}\", name = \"show\" }}] }}\n\
          [[plugins]]\nkind = \"route\"\npath = \"{}\"\ntimeout_ms = 500\n\
-         config = {{ rules = [{{ match = \"live/*\", destinations = [{{ name = \"n1\", url = \"{}\" }}, {{ name = \"n2\", url = \"{}\" }}] }}] }}\n",
+         config = {{ rules = [{{ match = \"live/*\", destinations = [{{ name = \"n1\", url = \"{}\" }}, {{ name = \"n2\", url = \"{}\" }}], \
+         recordings = [{{ name = \"archive\", format = \"ts\", path = \"{{app}}/{{name}}-{{time}}.ts\" }}] }}] }}\n",
         stream(),
         toml_path(&guest_plugin("stream-key-auth")?),
         toml_path(&guest_plugin("route-by-app")?),
@@ -65,6 +67,29 @@ async fn auth_and_route_plugins_decide() -> Result<()> {
         assert_eq!(report.dimensions, Some((640, 360)));
         assert!(report.video_seconds > 5.0, "{} s", report.video_seconds);
     }
+
+    // The recording the route plugin asked for, in <data_dir>/recordings.
+    srv.wait_for_log("Recording segment finished", Duration::from_secs(20))
+        .await?;
+    let dir = srv.dir.path().join("data").join("recordings").join("live");
+    let files: Vec<_> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("show-") && n.ends_with(".ts"))
+        })
+        .collect();
+    let [file] = files.as_slice() else {
+        bail!(
+            "expected one plugin recording in {}, found {files:?}",
+            dir.display()
+        );
+    };
+    let report = decode_check(file.to_str().unwrap_or_default(), Duration::from_secs(20)).await?;
+    report.ensure_clean()?;
+    assert!(report.video_seconds > 5.0, "{} s", report.video_seconds);
 
     // A key nobody knows: refused with the plugin's reason.
     assert!(!publish_accepted(&srv.url("not-a-key")).await?);
