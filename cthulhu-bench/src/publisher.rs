@@ -137,6 +137,48 @@ impl MediaFile {
     }
 }
 
+/// Walks a file's tags in real time, looping with continuous, increasing
+/// timestamps; sequence headers and metadata go out in the first loop only.
+struct Pacer<'a> {
+    file: &'a MediaFile,
+    start: Instant,
+    lap: u64,
+    i: usize,
+}
+
+impl<'a> Pacer<'a> {
+    fn new(file: &'a MediaFile) -> Self {
+        Self {
+            file,
+            start: Instant::now(),
+            lap: 0,
+            i: 0,
+        }
+    }
+
+    /// The next tag due at `now`, with its timestamp in ms from the start, or when
+    /// the next one is due. (The file has a media tag: `MediaFile` checks.)
+    fn next_due(&mut self, now: Instant) -> Result<(&'a Tag, u64), Instant> {
+        loop {
+            let Some(tag) = self.file.tags.get(self.i) else {
+                self.i = 0;
+                self.lap += 1;
+                continue;
+            };
+            let ts = u64::from(tag.ts) + self.lap * u64::from(self.file.loop_ms);
+            let due = self.start + Duration::from_millis(ts);
+            if due > now {
+                return Err(due);
+            }
+            self.i += 1;
+            if self.lap > 0 && tag.first_loop_only {
+                continue;
+            }
+            return Ok((tag, ts));
+        }
+    }
+}
+
 /// What the publisher has sent so far.
 #[derive(Debug, Default)]
 pub struct PublisherStats {
@@ -181,33 +223,19 @@ pub async fn publish(
     live.send_replace(true);
     let mut chunker = Chunker::new(cfg.chunk_size);
     let stream_id = client.stream_id;
-    let start = Instant::now();
+    let mut pacer = Pacer::new(&file);
     let mut out: Vec<Bytes> = Vec::new();
-    let mut lap: u64 = 0;
-    let mut i = 0usize;
     loop {
         if *stop.borrow() {
             break;
         }
         // Everything due now goes out in one write.
         let now = Instant::now();
-        let mut next_due = None;
-        while next_due.is_none() {
-            let Some(tag) = file.tags.get(i) else {
-                i = 0;
-                lap += 1;
-                continue;
+        let due = loop {
+            let (tag, ts) = match pacer.next_due(now) {
+                Ok(t) => t,
+                Err(due) => break due,
             };
-            let ts = u64::from(tag.ts) + lap * u64::from(file.loop_ms);
-            let due = start + Duration::from_millis(ts);
-            if due > now {
-                next_due = Some(due);
-                break;
-            }
-            i += 1;
-            if lap > 0 && tag.first_loop_only {
-                continue;
-            }
             let (csid, type_id, prefix): (u32, u8, &[u8]) = match tag.tag_type {
                 TAG_VIDEO => (CSID_VIDEO, TYPE_VIDEO, &[]),
                 TAG_AUDIO => (CSID_AUDIO, TYPE_AUDIO, &[]),
@@ -236,14 +264,13 @@ pub async fn publish(
             stats
                 .body_bytes
                 .fetch_add((prefix.len() + tag.body.len()) as u64, Ordering::Relaxed);
-        }
+        };
         if !out.is_empty() {
             client
                 .write_media(&mut out)
                 .await
                 .map_err(|e| BenchError::Publish(format!("writing: {e}")))?;
         }
-        let Some(due) = next_due else { continue };
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             changed = stop.changed() => {
@@ -291,33 +318,19 @@ pub async fn publish_srt(
     let (mut tx, mut rx) = conn.split();
     live.send_replace(true);
     let mut pump = TsPump::new();
-    let start = Instant::now();
+    let mut pacer = Pacer::new(&file);
     let mut out: Vec<Bytes> = Vec::new();
-    let mut lap: u64 = 0;
-    let mut i = 0usize;
     loop {
         if *stop.borrow() {
             break;
         }
         let now = Instant::now();
-        let mut next_due = None;
         let mut keys = Vec::new();
-        while next_due.is_none() {
-            let Some(tag) = file.tags.get(i) else {
-                i = 0;
-                lap += 1;
-                continue;
+        let due = loop {
+            let (tag, ts) = match pacer.next_due(now) {
+                Ok(t) => t,
+                Err(due) => break due,
             };
-            let ts = u64::from(tag.ts) + lap * u64::from(file.loop_ms);
-            let due = start + Duration::from_millis(ts);
-            if due > now {
-                next_due = Some(due);
-                break;
-            }
-            i += 1;
-            if lap > 0 && tag.first_loop_only {
-                continue;
-            }
             let dts = Timestamp::from_millis(ts as i64);
             let frame = match tag.tag_type {
                 TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO),
@@ -335,7 +348,7 @@ pub async fn publish_srt(
                 keys.extend(last_nal_key(&frame.data));
                 stats.video_messages.fetch_add(1, Ordering::Relaxed);
             }
-        }
+        };
         pump.take_messages(&mut out);
         let sent_at = Instant::now().into_std();
         for k in keys {
@@ -346,7 +359,6 @@ pub async fn publish_srt(
                 .await
                 .map_err(|e| BenchError::Publish(format!("sending: {e}")))?;
         }
-        let Some(due) = next_due else { continue };
         tokio::select! {
             _ = tokio::time::sleep_until(due) => {}
             changed = stop.changed() => {
