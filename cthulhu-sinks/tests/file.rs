@@ -64,7 +64,7 @@ async fn records_ts_and_flv_segments_to_files() -> Result<()> {
         )?;
         handles.push(recorder.spawn(BackoffPolicy::default()));
     }
-    publish(&hub, &path(), &media, false, |_| {}).await?;
+    publish(&hub, &path(), &media, false, |_| Ok(())).await?;
     let finished = events.wait_finished(6, Duration::from_secs(60)).await?;
     ensure!(
         events.gaps().is_empty() && events.failures().is_empty(),
@@ -179,7 +179,7 @@ async fn child_records_until_killed() -> Result<()> {
                 .spawn(BackoffPolicy::default()),
         );
     }
-    publish(&hub, &path(), &media, true, |_| {}).await?;
+    publish(&hub, &path(), &media, true, |_| Ok(())).await?;
     // not reached: the parent kills this process before the media ends
     bail!("the child was not killed")
 }

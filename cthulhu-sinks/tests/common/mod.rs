@@ -85,14 +85,14 @@ impl Media {
 }
 
 /// Publishes `media` on `path`, in real time when `paced` (else as fast as possible),
-/// calling `at_second(n)` once each time media second `n` is reached (paced only).
-/// The stream ends when it returns.
+/// calling `at_second(n)` once each time media second `n` is reached (paced only);
+/// an error from it ends the stream and is returned. The stream ends when it returns.
 pub async fn publish(
     hub: &Hub,
     path: &StreamPath,
     media: &Media,
     paced: bool,
-    mut at_second: impl FnMut(u64),
+    mut at_second: impl FnMut(u64) -> Result<()>,
 ) -> Result<()> {
     let publisher = hub.publish(path)?;
     let start = Instant::now();
@@ -102,7 +102,7 @@ pub async fn publish(
             let at = Duration::from_millis(u64::try_from(frame.dts.as_millis()).unwrap_or(0));
             tokio::time::sleep_until(start + at).await;
             while at.as_secs() >= second {
-                at_second(second);
+                at_second(second)?;
                 second += 1;
             }
         } else {
