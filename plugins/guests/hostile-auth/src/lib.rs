@@ -2,30 +2,17 @@
 // wit-bindgen's generated glue takes one argument per flattened field.
 #![allow(clippy::too_many_arguments)]
 
-use std::cell::RefCell;
-
-use hostile_common::{Config, Mode};
-
 wit_bindgen::generate!({ world: "auth", path: "../../wit" });
-
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
-}
 
 struct Plugin;
 
 impl Guest for Plugin {
     fn configure(config: String) -> Result<(), String> {
-        let c = Config::parse(&config)?;
-        if c.mode == Mode::PanicConfigure {
-            panic!("hostile-auth: configured to panic");
-        }
-        CONFIG.with(|s| *s.borrow_mut() = c);
-        Ok(())
+        hostile_common::configure("hostile-auth", &config)
     }
 
     fn authorize(request: AccessRequest) -> Decision {
-        let c = CONFIG.with(|s| s.borrow().clone());
+        let c = hostile_common::current();
         if c.act(&request.name, cthulhu::plugin::host::now) {
             Decision::Allow
         } else {

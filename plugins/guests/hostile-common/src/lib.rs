@@ -12,6 +12,7 @@
 //! the well-behaved answer). Unknown config keys are ignored, so these plugins accept
 //! any config (for hot-reload tests that swap them in for another plugin).
 
+use std::cell::RefCell;
 use std::hint::black_box;
 
 use serde::Deserialize;
@@ -35,6 +36,27 @@ pub enum Mode {
     Sleep,
     /// Panic in `configure`.
     PanicConfigure,
+}
+
+thread_local! {
+    /// The config `configure` stored (a component instance is single-threaded).
+    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
+}
+
+/// What every hostile plugin's `configure` does: parses and stores the config,
+/// or panics when `panic-configure` asks for it. `plugin` names it in the panic.
+pub fn configure(plugin: &str, json: &str) -> Result<(), String> {
+    let c = Config::parse(json)?;
+    if c.mode == Mode::PanicConfigure {
+        panic!("{plugin}: configured to panic");
+    }
+    CONFIG.with(|s| *s.borrow_mut() = c);
+    Ok(())
+}
+
+/// The config stored by [`configure`] (the default before it).
+pub fn current() -> Config {
+    CONFIG.with(|s| s.borrow().clone())
 }
 
 /// A hostile plugin's config.

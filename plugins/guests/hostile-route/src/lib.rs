@@ -3,32 +3,19 @@
 // wit-bindgen's generated glue takes one argument per flattened field.
 #![allow(clippy::too_many_arguments)]
 
-use std::cell::RefCell;
-
-use hostile_common::{Config, Mode};
-
 wit_bindgen::generate!({ world: "route", path: "../../wit" });
 
 use cthulhu::plugin::types::{Destination, RouteMode};
-
-thread_local! {
-    static CONFIG: RefCell<Config> = RefCell::new(Config::default());
-}
 
 struct Plugin;
 
 impl Guest for Plugin {
     fn configure(config: String) -> Result<(), String> {
-        let c = Config::parse(&config)?;
-        if c.mode == Mode::PanicConfigure {
-            panic!("hostile-route: configured to panic");
-        }
-        CONFIG.with(|s| *s.borrow_mut() = c);
-        Ok(())
+        hostile_common::configure("hostile-route", &config)
     }
 
     fn route(info: StreamInfo) -> Routes {
-        let c = CONFIG.with(|s| s.borrow().clone());
+        let c = hostile_common::current();
         c.act(&info.name, cthulhu::plugin::host::now);
         Routes {
             mode: RouteMode::Replace,
