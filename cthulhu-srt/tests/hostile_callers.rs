@@ -13,16 +13,14 @@ use std::time::Duration;
 use cthulhu_srt::{ListenerConfig, Reject, Secret, SrtError, SrtListener};
 use tokio::sync::mpsc;
 
-use common::{Slt, first_difference, tools};
+use common::{Slt, first_difference, require_tools};
 
 const PASSPHRASE: &str = "correct horse battery";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_callers_are_refused_while_a_stream_flows() {
     common::init_logging();
-    if tools(&["srt-live-transmit", "ffmpeg"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit", "ffmpeg"]);
     let dir = tempfile::tempdir().unwrap();
     let mut data = common::make_ts(dir.path(), "long.ts", 10.0, 1500)
         .await

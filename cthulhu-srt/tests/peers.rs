@@ -17,7 +17,7 @@ use cthulhu_srt::{
 };
 use cthulhu_testkit::{Ffmpeg, probe_streams};
 
-use common::{Slt, first_difference, tools, wait_file_len};
+use common::{Slt, first_difference, require_tools, wait_file_len};
 
 const PASSPHRASE: &str = "correct horse battery";
 
@@ -160,9 +160,7 @@ async fn call_slt(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_receives_from_srt_live_transmit() {
     common::init_logging();
-    if tools(&["srt-live-transmit", "ffmpeg"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit", "ffmpeg"]);
     let dir = tempfile::tempdir().unwrap();
     let data = media(dir.path(), 4.0, 2000).await;
     let (got, key, encrypted) =
@@ -177,9 +175,7 @@ async fn listener_receives_from_srt_live_transmit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listener_receives_from_ffmpeg() {
     common::init_logging();
-    if tools(&["ffmpeg", "ffprobe"]).is_none() {
-        return;
-    }
+    require_tools(&["ffmpeg", "ffprobe"]);
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("media.ts");
     common::make_ts(dir.path(), "media.ts", 3.0, 1500)
@@ -232,9 +228,7 @@ async fn listener_receives_from_ffmpeg() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_sends_to_srt_live_transmit() {
     common::init_logging();
-    if tools(&["srt-live-transmit", "ffmpeg", "ffprobe"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit", "ffmpeg", "ffprobe"]);
     let dir = tempfile::tempdir().unwrap();
     let data = media(dir.path(), 4.0, 3000).await;
     assert!(data.len() > 1_000_000);
@@ -253,9 +247,7 @@ async fn caller_sends_to_srt_live_transmit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_sends_to_ffmpeg_listener() {
     common::init_logging();
-    if tools(&["ffmpeg", "ffprobe"]).is_none() {
-        return;
-    }
+    require_tools(&["ffmpeg", "ffprobe"]);
     let dir = tempfile::tempdir().unwrap();
     let data = media(dir.path(), 3.0, 1500).await;
     let port = common::free_udp_port();
@@ -294,9 +286,7 @@ async fn caller_sends_to_ffmpeg_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_aes128_and_aes256_both_directions() {
     common::init_logging();
-    if tools(&["srt-live-transmit", "ffmpeg"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit", "ffmpeg"]);
     let dir = tempfile::tempdir().unwrap();
     let data = media(dir.path(), 2.0, 1500).await;
     for key in [16u16, 32] {
@@ -329,9 +319,7 @@ async fn encrypted_aes128_and_aes256_both_directions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passphrase_is_refused() {
     common::init_logging();
-    if tools(&["srt-live-transmit", "ffmpeg"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit", "ffmpeg"]);
     let dir = tempfile::tempdir().unwrap();
     let data = media(dir.path(), 2.0, 1000).await;
 
@@ -400,9 +388,7 @@ async fn wrong_passphrase_is_refused() {
 #[ignore = "measurement: 10 s at 20 Mbit/s"]
 async fn caller_20_mbit_per_s_to_srt_live_transmit() {
     common::init_logging();
-    if tools(&["srt-live-transmit"]).is_none() {
-        return;
-    }
+    require_tools(&["srt-live-transmit"]);
     let secs = 10.0;
     let len = (20_000_000.0 / 8.0 * secs) as usize;
     let mut seed = 0x9E37_79B9_u32;

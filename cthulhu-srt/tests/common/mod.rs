@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cthulhu_srt::SrtReceiver;
-use cthulhu_testkit::{ChildGuard, Ffmpeg, PublishOptions, find_tool};
+use cthulhu_testkit::{ChildGuard, Ffmpeg, PublishOptions, require_tool};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -25,27 +25,14 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// The tools a test needs, or `None` (after printing why) to skip it.
-pub fn tools(names: &[&str]) -> Option<Vec<PathBuf>> {
-    let mut found = Vec::new();
+/// Fails the test unless every tool it needs is installed (`scripts/test` installs
+/// them; peers are never skipped).
+pub fn require_tools(names: &[&str]) {
     for name in names {
-        match find_tool(name) {
-            Some(p) => found.push(p),
-            None => {
-                eprintln!(
-                    "SKIPPED: `{name}` is not installed (Debian: apt-get install {}); \
-                     scripts/test installs it",
-                    if *name == "srt-live-transmit" {
-                        "srt-tools"
-                    } else {
-                        "ffmpeg"
-                    }
-                );
-                return None;
-            }
+        if let Err(e) = require_tool(name) {
+            panic!("{e:#}");
         }
     }
-    Some(found)
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
