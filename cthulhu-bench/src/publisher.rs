@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use cthulhu_core::Timestamp;
 use cthulhu_core::format::flv::{self, FlvReader, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
-use cthulhu_core::{Timestamp, TrackId};
 use cthulhu_rtmp::chunk::{
     CSID_AUDIO, CSID_DATA, CSID_VIDEO, Chunker, Message, TYPE_AUDIO, TYPE_DATA_AMF0, TYPE_VIDEO,
 };
@@ -332,12 +332,8 @@ pub async fn publish_srt(
                 Err(due) => break due,
             };
             let dts = Timestamp::from_millis(ts as i64);
-            let frame = match tag.tag_type {
-                TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO),
-                TAG_AUDIO => flv::audio_to_frame(&tag.body, dts, TrackId::AUDIO),
-                _ => Ok(None),
-            }
-            .map_err(|e| BenchError::Flv(e.to_string()))?;
+            let frame = flv::tag_to_frame(tag.tag_type, &tag.body, dts)
+                .map_err(|e| BenchError::Flv(e.to_string()))?;
             stats
                 .body_bytes
                 .fetch_add(tag.body.len() as u64, Ordering::Relaxed);

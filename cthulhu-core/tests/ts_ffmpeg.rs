@@ -19,7 +19,7 @@ use std::process::Command;
 use bytes::{Bytes, BytesMut};
 use cthulhu_core::format::flv;
 use cthulhu_core::format::ts::{MuxConfig, TsDemuxer, TsEvent, TsMuxer};
-use cthulhu_core::{CodecId, Frame, MediaKind, Timestamp, TrackId, TrackInfo};
+use cthulhu_core::{CodecId, Frame, MediaKind, TrackId, TrackInfo};
 
 /// Whether ffmpeg and ffprobe run, and ffmpeg has every encoder named.
 fn have_ffmpeg(encoders: &[&str]) -> bool {
@@ -152,14 +152,7 @@ fn stream<'a>(streams: &'a [Probed], codec_type: &str) -> &'a Probed {
 fn flv_frames(data: Bytes) -> Vec<Frame> {
     let mut frames = Vec::new();
     for tag in flv::FlvReader::new(data).unwrap() {
-        let tag = tag.unwrap();
-        let dts = Timestamp::from_millis(tag.timestamp_ms.into());
-        let frame = match tag.tag_type {
-            flv::TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO).unwrap(),
-            flv::TAG_AUDIO => flv::audio_to_frame(&tag.body, dts, TrackId::AUDIO).unwrap(),
-            _ => None,
-        };
-        frames.extend(frame);
+        frames.extend(tag.unwrap().to_frame().unwrap());
     }
     frames
 }

@@ -665,6 +665,28 @@ pub struct FlvTag {
     pub body: Bytes,
 }
 
+impl FlvTag {
+    /// The core frame of this tag at its own timestamp ([`tag_to_frame`]).
+    pub fn to_frame(&self) -> Result<Option<Frame>, FlvError> {
+        tag_to_frame(
+            self.tag_type,
+            &self.body,
+            Timestamp::from_millis(self.timestamp_ms.into()),
+        )
+    }
+}
+
+/// The core frame of an FLV tag body: video on [`TrackId::VIDEO`], audio on
+/// [`TrackId::AUDIO`], decoded at `dts`; `None` for script and other tags and for
+/// bodies that carry no frame.
+pub fn tag_to_frame(tag_type: u8, body: &Bytes, dts: Timestamp) -> Result<Option<Frame>, FlvError> {
+    match tag_type {
+        TAG_VIDEO => video_to_frame(body, dts, TrackId::VIDEO),
+        TAG_AUDIO => audio_to_frame(body, dts, TrackId::AUDIO),
+        _ => Ok(None),
+    }
+}
+
 /// Reads the tags of a complete FLV file held in memory.
 ///
 /// Iterates over [`FlvTag`]s; a truncated tag yields one error and ends the
@@ -1236,13 +1258,7 @@ mod tests {
 
         let mut frames = Vec::new();
         for tag in &tags {
-            let dts = Timestamp::from_millis(tag.timestamp_ms.into());
-            let frame = match tag.tag_type {
-                TAG_VIDEO => video_to_frame(&tag.body, dts, TrackId::VIDEO).unwrap(),
-                TAG_AUDIO => audio_to_frame(&tag.body, dts, TrackId::AUDIO).unwrap(),
-                _ => None,
-            };
-            frames.extend(frame);
+            frames.extend(tag.to_frame().unwrap());
         }
         assert_eq!(frames.len(), 8);
         let video_config = &frames[0];

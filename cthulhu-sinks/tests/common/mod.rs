@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use cthulhu_core::format::flv;
 use cthulhu_core::hub::{HubEvent, RecordingEvent};
-use cthulhu_core::{Frame, Hub, HubConfig, StreamPath, Timestamp, TrackId};
+use cthulhu_core::{Frame, Hub, HubConfig, StreamPath};
 use cthulhu_sinks::{Container, NameTemplate, RecordConfig};
 use cthulhu_testkit::{DecodeReport, Ffmpeg, PublishOptions, decode_check, ffprobe_json};
 use tempfile::TempDir;
@@ -55,14 +55,7 @@ impl Media {
         let data = Bytes::from(std::fs::read(file)?);
         let mut frames = Vec::new();
         for tag in flv::FlvReader::new(data)? {
-            let tag = tag?;
-            let dts = Timestamp::from_millis(i64::from(tag.timestamp_ms));
-            let frame = match tag.tag_type {
-                flv::TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO)?,
-                flv::TAG_AUDIO => flv::audio_to_frame(&tag.body, dts, TrackId::AUDIO)?,
-                _ => None,
-            };
-            frames.extend(frame);
+            frames.extend(tag?.to_frame()?);
         }
         ensure!(
             frames.len() > 10,

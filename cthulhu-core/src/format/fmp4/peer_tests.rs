@@ -23,7 +23,7 @@ use super::tests::{Parsed, parse_file};
 use super::{Fmp4Config, Fmp4Muxer};
 use crate::format::flv;
 use crate::format::ts::{TsDemuxer, TsEvent};
-use crate::model::{Codec, Frame, Timestamp, TrackId, TrackInfo};
+use crate::model::{Codec, Frame, TrackId, TrackInfo};
 
 const REQUIRE_ENV: &str = "CTHULHU_REQUIRE_PEERS";
 
@@ -102,14 +102,7 @@ fn encode(out: &Path, codecs: &[&str], format: &str) {
 fn flv_frames(data: Bytes) -> Vec<Frame> {
     let mut frames = Vec::new();
     for tag in flv::FlvReader::new(data).unwrap() {
-        let tag = tag.unwrap();
-        let dts = Timestamp::from_millis(tag.timestamp_ms.into());
-        let frame = match tag.tag_type {
-            flv::TAG_VIDEO => flv::video_to_frame(&tag.body, dts, TrackId::VIDEO).unwrap(),
-            flv::TAG_AUDIO => flv::audio_to_frame(&tag.body, dts, TrackId::AUDIO).unwrap(),
-            _ => None,
-        };
-        frames.extend(frame);
+        frames.extend(tag.unwrap().to_frame().unwrap());
     }
     frames
 }
