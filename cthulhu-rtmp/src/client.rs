@@ -7,8 +7,11 @@
 //! `connect`, `releaseStream`, `FCPublish`, `createStream`, `publish`, and on stop
 //! `FCUnpublish`, `deleteStream`.
 
+use std::any::Any;
 use std::collections::HashMap;
+use std::io::{self, IoSlice};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -25,8 +28,8 @@ use crate::error::{RtmpError, guarded};
 use crate::url::RtmpUrl;
 
 /// A byte stream: TCP or TLS over TCP.
-pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> IoStream for T {}
+pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send + Any {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Any> IoStream for T {}
 
 /// Client settings: timeouts, chunk size and RTMPS trust.
 #[derive(Clone, Debug)]
@@ -134,6 +137,18 @@ impl ClientProto {
                 additional_arguments: args,
             },
             stream_id,
+        )
+    }
+
+    /// Queues `FCUnpublish` and `deleteStream`.
+    fn unpublish(&mut self, key: &str, stream_id: u32) -> Result<(), RtmpError> {
+        let key = Amf0Value::Utf8String(key.to_owned());
+        self.command("FCUnpublish", 6.0, vec![key], 0)?;
+        self.command(
+            "deleteStream",
+            7.0,
+            vec![Amf0Value::Number(f64::from(stream_id))],
+            0,
         )
     }
 
@@ -446,42 +461,146 @@ impl PublishingClient {
     /// server-side stop. Cancel-safe (a read is either complete or not started).
     pub async fn poll_server(&mut self) -> Result<Option<ServerNotice>, RtmpError> {
         let msgs = self.read_messages().await?;
-        for m in msgs {
-            if let Ok(RtmpMessage::Amf0Command {
-                command_name,
-                additional_arguments,
-                ..
-            }) = m.to_rtmp_message()
-                && command_name == "onStatus"
-            {
-                let (level, code, desc) = status_of(&additional_arguments);
-                if level == "error"
-                    || code == "NetStream.Publish.BadName"
-                    || code == "NetStream.Unpublish.Success"
-                {
-                    return Ok(Some(ServerNotice::Stopped(
-                        format!("{code} {desc}").trim().to_owned(),
-                    )));
-                }
-            }
-        }
-        Ok(None)
+        Ok(notice_of(msgs))
     }
 
     /// Unpublishes cleanly (`FCUnpublish`, `deleteStream`) and closes the connection.
     pub async fn close(mut self) -> Result<(), RtmpError> {
-        let key = Amf0Value::Utf8String(self.key.clone());
-        self.proto.command("FCUnpublish", 6.0, vec![key], 0)?;
-        self.proto.command(
-            "deleteStream",
-            7.0,
-            vec![Amf0Value::Number(f64::from(self.stream_id))],
-            0,
-        )?;
+        self.proto.unpublish(&self.key, self.stream_id)?;
         self.flush().await?;
         let _ = self.wr.shutdown().await;
         Ok(())
     }
+
+    /// The connection as a plain TCP socket with its protocol state, for a push
+    /// fan-out to write media to. Only for `rtmp://` destinations: an RTMPS
+    /// connection is refused with an error (and closed).
+    pub(crate) fn into_plain(self) -> Result<PlainPublisher, RtmpError> {
+        let stream: Box<dyn Any> = self.rd.unsplit(self.wr);
+        let tcp = stream
+            .downcast::<TcpStream>()
+            .map_err(|_| RtmpError::Protocol("not a plain TCP connection".into()))?;
+        Ok(PlainPublisher {
+            sock: Arc::new(*tcp),
+            proto: self.proto,
+            stream_id: self.stream_id,
+            key: self.key,
+            read_buf: self.read_buf,
+        })
+    }
+}
+
+/// A publishing connection on plain TCP whose media a push fan-out writes: this side
+/// only reads the server (acknowledgements, pings, a stop) and hands what the
+/// protocol answers to the fan-out, so that every byte goes out in order.
+pub(crate) struct PlainPublisher {
+    pub(crate) sock: Arc<TcpStream>,
+    proto: ClientProto,
+    /// The message stream id the server gave us.
+    pub(crate) stream_id: u32,
+    key: String,
+    read_buf: BytesMut,
+}
+
+impl PlainPublisher {
+    /// Control output waiting to be sent, as one buffer.
+    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
+        match self.proto.out.len() {
+            0 => None,
+            1 => self.proto.out.pop(),
+            _ => {
+                let mut buf = BytesMut::new();
+                for b in self.proto.out.drain(..) {
+                    buf.extend_from_slice(&b);
+                }
+                Some(buf.freeze())
+            }
+        }
+    }
+
+    /// Reads from the server like [`PublishingClient::poll_server`]; answers
+    /// (acknowledgements, ping responses) are left for [`Self::take_output`].
+    /// Cancel-safe.
+    pub(crate) async fn poll_server(&mut self) -> Result<Option<ServerNotice>, RtmpError> {
+        loop {
+            self.sock.readable().await?;
+            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
+                self.read_buf.reserve(8192);
+            }
+            match self.sock.try_read_buf(&mut self.read_buf) {
+                Ok(0) => return Err(RtmpError::Closed),
+                Ok(_) => {
+                    let data = self.read_buf.split();
+                    let msgs = self.proto.input(&data)?;
+                    return Ok(notice_of(msgs));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Writes `unsent` (what the fan-out still owed) and, with `unpublish`,
+    /// `FCUnpublish` and `deleteStream`; then shuts the connection down.
+    pub(crate) async fn finish(
+        mut self,
+        mut unsent: Vec<Bytes>,
+        unpublish: bool,
+    ) -> Result<(), RtmpError> {
+        if unpublish {
+            self.proto.unpublish(&self.key, self.stream_id)?;
+        }
+        unsent.extend(self.take_output());
+        while !unsent.is_empty() {
+            self.sock.writable().await?;
+            let iov: Vec<IoSlice<'_>> = unsent.iter().take(64).map(|b| IoSlice::new(b)).collect();
+            let mut n = match self.sock.try_write_vectored(&iov) {
+                Ok(0) => return Err(RtmpError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            };
+            drop(iov);
+            while n > 0 {
+                let Some(front) = unsent.first_mut() else {
+                    break;
+                };
+                if n >= front.len() {
+                    n -= front.len();
+                    unsent.remove(0);
+                } else {
+                    let _ = front.split_to(n);
+                    n = 0;
+                }
+            }
+        }
+        let _ = socket2::SockRef::from(&*self.sock).shutdown(std::net::Shutdown::Write);
+        Ok(())
+    }
+}
+
+/// A server-side stop among received messages.
+fn notice_of(msgs: Vec<MessagePayload>) -> Option<ServerNotice> {
+    for m in msgs {
+        if let Ok(RtmpMessage::Amf0Command {
+            command_name,
+            additional_arguments,
+            ..
+        }) = m.to_rtmp_message()
+            && command_name == "onStatus"
+        {
+            let (level, code, desc) = status_of(&additional_arguments);
+            if level == "error"
+                || code == "NetStream.Publish.BadName"
+                || code == "NetStream.Unpublish.Success"
+            {
+                return Some(ServerNotice::Stopped(
+                    format!("{code} {desc}").trim().to_owned(),
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// Checks that a destination accepts publishing, without sending media.

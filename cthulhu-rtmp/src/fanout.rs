@@ -17,6 +17,12 @@
 //! The connection task keeps reading the player's socket (acknowledgements, pings,
 //! `closeStream`) and sends what its session answers through [`PlayerHandle::control`],
 //! so that every byte to a player goes out in order through this one writer.
+//!
+//! Push destinations use the same writer ([`FanoutConfig::publishing`]): a push task
+//! connects and negotiates publishing itself, then hands its plain-TCP socket to its
+//! stream's push fan-out and only reads the destination's control messages. Fifty
+//! destinations of one stream then cost one hub subscription, one serialization and
+//! one task wakeup per batch instead of fifty.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
@@ -30,7 +36,7 @@ use cthulhu_core::{FrameFlags, Hub, MediaKind, StreamPath, Subscriber};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::RtmpError;
 use crate::from_core::FromCore;
@@ -44,7 +50,6 @@ const BACKLOG_TICK: Duration = Duration::from_millis(10);
 /// Settings shared by the fan-outs of one listener.
 #[derive(Clone, Debug)]
 pub(crate) struct FanoutConfig {
-    pub(crate) chunk_size: u32,
     /// A player's backlog bound in bytes.
     pub(crate) queue_bytes: usize,
     /// A player's backlog bound in messages.
@@ -58,25 +63,58 @@ pub(crate) struct FanoutConfig {
     /// Audio waits up to this long for the next video message so that both go out in
     /// one write (zero: every batch is written at once).
     pub(crate) audio_hold: Duration,
+    /// Members are push destinations: metadata goes out as `@setDataFrame`, and when
+    /// the stream ends each member is released with the bytes still owed to it.
+    pub(crate) publishing: bool,
+    /// How long members stay on after the publisher drops (see [`Continuity`]).
+    pub(crate) grace: Duration,
 }
+
+/// Grace of players' fan-outs: players stay connected across publisher drops.
+pub(crate) const PLAYER_GRACE: Duration = Duration::from_secs(86_400);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     path: StreamPath,
     stream_id: u32,
+    chunk_size: u32,
 }
 
 enum Command {
     Join(Join),
     Control { id: u64, data: Bytes },
     Leave { id: u64 },
+    Release { id: u64 },
 }
 
 struct Join {
     id: u64,
     sock: Arc<TcpStream>,
     peer: SocketAddr,
-    exit: oneshot::Sender<RtmpError>,
+    exit: oneshot::Sender<Left>,
+}
+
+/// Why a member left its fan-out.
+#[derive(Debug)]
+pub(crate) enum Left {
+    /// Dropped: a socket error, or nothing accepted for the stall timeout.
+    Failed(RtmpError),
+    /// The stream ended (publishing fan-outs only). Holds the bytes not yet written,
+    /// which the member finishes before unpublishing.
+    Ended(Vec<Bytes>),
+    /// Released on the member's request ([`PlayerHandle::release`]), with the bytes not
+    /// yet written.
+    Released(Vec<Bytes>),
+}
+
+impl Left {
+    /// The error a connection ends with.
+    pub(crate) fn into_error(self) -> RtmpError {
+        match self {
+            Left::Failed(e) => e,
+            Left::Ended(_) | Left::Released(_) => RtmpError::Closed,
+        }
+    }
 }
 
 /// The fan-outs of one listener, by stream.
@@ -99,19 +137,22 @@ impl Fanouts {
         })
     }
 
-    /// Hands a player's socket to its stream's fan-out (started on first use). The
-    /// returned receiver yields why the fan-out dropped the player.
+    /// Hands a player's socket to its stream's fan-out (started on first use) for
+    /// `chunk_size` chunks on message stream `stream_id`. The returned receiver yields
+    /// why the fan-out let the player go.
     pub(crate) fn join(
         self: &Arc<Self>,
         path: &StreamPath,
         stream_id: u32,
+        chunk_size: u32,
         id: u64,
         sock: Arc<TcpStream>,
         peer: SocketAddr,
-    ) -> (PlayerHandle, oneshot::Receiver<RtmpError>) {
+    ) -> (PlayerHandle, oneshot::Receiver<Left>) {
         let key = Key {
             path: path.clone(),
             stream_id,
+            chunk_size,
         };
         let (exit, exit_rx) = oneshot::channel();
         let mut map = lock(&self.map);
@@ -132,16 +173,28 @@ impl Fanouts {
             peer,
             exit,
         }));
-        (PlayerHandle { id, tx }, exit_rx)
+        (
+            PlayerHandle {
+                id,
+                tx,
+                released: false,
+            },
+            exit_rx,
+        )
     }
 
     fn spawn(self: &Arc<Self>, key: Key) -> mpsc::UnboundedSender<Command> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let role = if self.config.publishing {
+            "rtmp-push"
+        } else {
+            "rtmp-play"
+        };
         let sub = self.hub.subscribe(
             &key.path,
-            SubscribeOptions::labelled(format!("rtmp-play:{}", key.path)),
+            SubscribeOptions::labelled(format!("{role}:{}", key.path)),
         );
-        let span = info_span!("rtmp-fanout", stream = %key.path);
+        let span = info_span!("rtmp-fanout", stream = %key.path, role);
         let fanout = Fanout::new(self.clone(), key, tx.clone(), sub);
         tokio::spawn(fanout.run(rx).instrument(span));
         tx
@@ -152,6 +205,7 @@ impl Fanouts {
 pub(crate) struct PlayerHandle {
     id: u64,
     tx: mpsc::UnboundedSender<Command>,
+    released: bool,
 }
 
 impl PlayerHandle {
@@ -160,11 +214,20 @@ impl PlayerHandle {
     pub(crate) fn control(&self, data: Bytes) {
         let _ = self.tx.send(Command::Control { id: self.id, data });
     }
+
+    /// Asks the fan-out to let the member go: its exit receiver then yields
+    /// [`Left::Released`] with what was not written yet (or why it failed first).
+    pub(crate) fn release(mut self) {
+        self.released = true;
+        let _ = self.tx.send(Command::Release { id: self.id });
+    }
 }
 
 impl Drop for PlayerHandle {
     fn drop(&mut self) {
-        let _ = self.tx.send(Command::Leave { id: self.id });
+        if !self.released {
+            let _ = self.tx.send(Command::Leave { id: self.id });
+        }
     }
 }
 
@@ -198,7 +261,7 @@ struct Player {
     id: u64,
     sock: Arc<TcpStream>,
     peer: SocketAddr,
-    exit: Option<oneshot::Sender<RtmpError>>,
+    exit: Option<oneshot::Sender<Left>>,
     backlog: VecDeque<Msg>,
     backlog_bytes: usize,
     /// The backlog's first message is partly written: it must be finished.
@@ -398,12 +461,26 @@ impl Player {
         !self.backlog.is_empty() && now.duration_since(self.last_progress) >= timeout
     }
 
-    fn close(mut self, reason: RtmpError) {
+    fn close(self, reason: RtmpError) {
+        self.leave(Left::Failed(reason));
+    }
+
+    /// Lets the member go with what it has not been sent yet.
+    fn release(mut self, ended: bool) {
+        let unsent: Vec<Bytes> = self.backlog.drain(..).map(|m| m.data).collect();
+        self.leave(if ended {
+            Left::Ended(unsent)
+        } else {
+            Left::Released(unsent)
+        });
+    }
+
+    fn leave(mut self, why: Left) {
         if self.dropped > 0 {
             debug!(peer = %self.peer, dropped = self.dropped, "Player left after skipping frames");
         }
         if let Some(exit) = self.exit.take() {
-            let _ = exit.send(reason);
+            let _ = exit.send(why);
         }
     }
 }
@@ -450,6 +527,8 @@ struct Fanout {
     /// Some player has a backlog (kept up to date by `deliver` and after commands,
     /// so the loop does not scan every player per message).
     backlogged: bool,
+    /// A publishing fan-out's stream just ended (its members were released).
+    ended: bool,
 }
 
 impl Fanout {
@@ -459,14 +538,14 @@ impl Fanout {
         tx: mpsc::UnboundedSender<Command>,
         sub: Subscriber,
     ) -> Self {
-        let ser = FromCore::new(owner.config.chunk_size, key.stream_id);
+        let ser = FromCore::new(key.chunk_size, key.stream_id);
+        let cont = Continuity::new(owner.config.grace);
         Self {
             owner,
             key,
             tx,
             sub,
-            // Players stay connected across publisher drops, on one timeline.
-            cont: Continuity::new(Duration::from_secs(86_400)),
+            cont,
             ser,
             segments: Vec::new(),
             players: Vec::new(),
@@ -475,6 +554,7 @@ impl Fanout {
             hold_until: None,
             catch_up: CatchUp::default(),
             backlogged: false,
+            ended: false,
         }
     }
 
@@ -510,6 +590,14 @@ impl Fanout {
                         self.deliver();
                     } else if self.hold_until.is_none() && !self.batch.is_empty() {
                         self.hold_until = Some(Instant::now() + hold);
+                    }
+                    if self.ended {
+                        // A publishing fan-out released its members when the stream
+                        // ended; the next push session starts a new one.
+                        self.ended = false;
+                        if self.players.is_empty() && self.retire(&mut rx) {
+                            break;
+                        }
                     }
                 }
                 _ = sleep_until(self.hold_until), if self.hold_until.is_some() => {
@@ -590,17 +678,30 @@ impl Fanout {
                     self.players.swap_remove(i);
                 }
             }
+            Command::Release { id } => {
+                if let Some(i) = self.players.iter().position(|p| p.id == id) {
+                    self.players.swap_remove(i).release(false);
+                }
+            }
         }
     }
 
     /// Serializes one event once for every player.
     fn event(&mut self, ev: ContinuityEvent) {
+        let resumed = matches!(ev, ContinuityEvent::Resumed(_));
         match ev {
             ContinuityEvent::Started(info)
             | ContinuityEvent::Resumed(info)
             | ContinuityEvent::Updated(info) => {
+                if resumed && self.owner.config.publishing {
+                    info!(
+                        destinations = self.players.len(),
+                        "Publisher back within grace: resuming"
+                    );
+                }
                 self.segments.clear();
-                if let Err(e) = self.ser.metadata(&info, false, &mut self.segments) {
+                let publishing = self.owner.config.publishing;
+                if let Err(e) = self.ser.metadata(&info, publishing, &mut self.segments) {
                     warn!(error = %e, "Metadata not sent to players");
                     return;
                 }
@@ -661,6 +762,16 @@ impl Fanout {
                 self.catch_up.gop.clear();
                 self.catch_up.gop_bytes = 0;
                 self.catch_up.gop_valid = false;
+                if self.owner.config.publishing {
+                    self.catch_up = CatchUp::default();
+                    // What is batched goes first, then every destination is told.
+                    self.deliver();
+                    for p in self.players.drain(..) {
+                        p.release(true);
+                    }
+                    self.backlogged = false;
+                    self.ended = true;
+                }
             }
         }
     }
@@ -722,13 +833,14 @@ mod tests {
 
     fn config(queue_bytes: usize) -> FanoutConfig {
         FanoutConfig {
-            chunk_size: 4096,
             queue_bytes,
             queue_messages: 1000,
             stall_timeout: Duration::from_secs(30),
             nodelay: false,
             gop_bytes: 1 << 20,
             audio_hold: Duration::ZERO,
+            publishing: false,
+            grace: PLAYER_GRACE,
         }
     }
 

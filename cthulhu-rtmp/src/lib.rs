@@ -19,6 +19,6 @@ pub mod url;
 
 pub use client::{ClientConfig, ConnectInfo, PublishingClient, probe};
 pub use error::RtmpError;
-pub use push::{PushConfig, RtmpPush};
+pub use push::{PushConfig, PushGroup, RtmpPush};
 pub use server::{RtmpServer, ServerConfig};
 pub use url::{RtmpUrl, UrlError};

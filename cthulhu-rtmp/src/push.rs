@@ -1,19 +1,70 @@
 //! Pushing a hub stream to an RTMP/RTMPS destination, under the core supervisor.
+//!
+//! A push in a [`PushGroup`] hands its connection, once publishing is accepted, to
+//! its stream's push fan-out (see `fanout.rs`), which serializes each message once
+//! and writes it to every destination of the stream; the push task then only reads
+//! the destination. RTMPS pushes, and pushes outside a group, write their own media.
 
+use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use cthulhu_core::hub::{Continuity, ContinuityEvent};
+use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
 use cthulhu_core::supervisor::{Destination, DestinationError, LiveSignal};
-use cthulhu_core::{Frame, MediaKind, StreamInfo, Subscriber};
+use cthulhu_core::{Frame, Hub, MediaKind, StreamInfo, StreamPath, Subscriber};
 use tracing::info;
 
-use crate::client::{ClientConfig, PublishingClient, ServerNotice};
+use crate::client::{ClientConfig, PlainPublisher, PublishingClient, ServerNotice};
 use crate::error::RtmpError;
+use crate::fanout::{FanoutConfig, Fanouts, Left};
 use crate::from_core::FromCore;
 use crate::url::RtmpUrl;
+
+/// Ids of push members in fan-outs (unique per process).
+static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
+
+/// Pushes that share one writer per stream: what
+/// `../shared/PERFORMANCE-NOTES.md` found cheapest for players, for destinations.
+/// Create one per hub with the settings all its pushes use, and add pushes to it
+/// with [`RtmpPush::in_group`].
+#[derive(Clone)]
+pub struct PushGroup {
+    fanouts: Arc<Fanouts>,
+}
+
+impl PushGroup {
+    /// A group on `hub`. Its fan-outs use `cfg`'s grace, audio hold and write timeout
+    /// (a destination that accepts nothing for that long is dropped and retried); a
+    /// destination's backlog is bounded by the hub's subscriber queue bounds, past
+    /// which it skips to the next keyframe.
+    pub fn new(hub: &Hub, cfg: &PushConfig) -> Self {
+        let hc = hub.config();
+        let config = FanoutConfig {
+            queue_bytes: hc.queue_bytes,
+            queue_messages: hc.queue_frames,
+            stall_timeout: cfg.write_timeout,
+            // As the client's own writes: no Nagle delay on the last segment of a
+            // frame over long-RTT paths.
+            nodelay: true,
+            gop_bytes: hc.gop_cache_bytes,
+            audio_hold: cfg.audio_hold,
+            publishing: true,
+            grace: cfg.grace,
+        };
+        Self {
+            fanouts: Fanouts::new(hub.clone(), config),
+        }
+    }
+}
+
+impl fmt::Debug for PushGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushGroup").finish_non_exhaustive()
+    }
+}
 
 /// Push settings.
 #[derive(Clone, Debug)]
@@ -44,7 +95,12 @@ impl Default for PushConfig {
 pub struct RtmpPush {
     name: String,
     url: RtmpUrl,
-    sub: Subscriber,
+    /// None while the group's fan-out carries the stream (no second subscription).
+    sub: Option<Subscriber>,
+    hub: Hub,
+    path: StreamPath,
+    label: String,
+    group: Option<PushGroup>,
     cont: Continuity,
     cfg: PushConfig,
     info: Option<Arc<StreamInfo>>,
@@ -59,12 +115,103 @@ impl RtmpPush {
         Self {
             name,
             url,
-            sub,
+            hub: sub.hub().clone(),
+            path: sub.path().clone(),
+            label: sub.label().to_owned(),
+            sub: Some(sub),
+            group: None,
             cont: Continuity::new(cfg.grace),
             cfg,
             info: None,
             configs: Vec::new(),
             pending: None,
+        }
+    }
+
+    /// Writes media through `group`'s shared per-stream writer (`rtmp://` URLs;
+    /// RTMPS pushes keep writing their own, each connection being encrypted apart).
+    pub fn in_group(mut self, group: &PushGroup) -> Self {
+        self.group = Some(group.clone());
+        self
+    }
+
+    /// Subscribes again after the shared writer carried the stream.
+    fn resubscribe(&mut self) -> &Subscriber {
+        self.cont = Continuity::new(self.cfg.grace);
+        self.pending = None;
+        self.sub.insert(
+            self.hub
+                .subscribe(&self.path, SubscribeOptions::labelled(self.label.clone())),
+        )
+    }
+
+    /// Hands the connection to the group's fan-out and serves the destination's side
+    /// of it until the stream ends, a stop, or an error.
+    async fn push_shared(
+        &mut self,
+        group: PushGroup,
+        mut conn: PlainPublisher,
+        live: &LiveSignal,
+    ) -> Result<(), DestinationError> {
+        // The fan-out has its own subscription; ours would only queue copies.
+        self.sub = None;
+        let peer = conn
+            .sock
+            .peer_addr()
+            .map_err(|e| DestinationError::Push(e.to_string()))?;
+        let id = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
+        let (handle, mut left) = group.fanouts.join(
+            &self.path,
+            conn.stream_id,
+            self.cfg.client.chunk_size,
+            id,
+            conn.sock.clone(),
+            peer,
+        );
+        if let Some(out) = conn.take_output() {
+            handle.control(out);
+        }
+        let stopping = live.stopping();
+        tokio::pin!(stopping);
+        let finish = |conn: PlainPublisher, unsent: Vec<Bytes>| async move {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.finish(unsent, true)).await;
+        };
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stopping => {
+                    handle.release();
+                    let unsent = match (&mut left).await {
+                        Ok(Left::Released(unsent) | Left::Ended(unsent)) => unsent,
+                        Ok(Left::Failed(_)) | Err(_) => Vec::new(),
+                    };
+                    finish(conn, unsent).await;
+                    return Ok(());
+                }
+                why = &mut left => {
+                    return match why {
+                        Ok(Left::Ended(unsent) | Left::Released(unsent)) => {
+                            info!(dest = %self.name, stream = %self.path, "Stream over: unpublishing");
+                            finish(conn, unsent).await;
+                            Ok(())
+                        }
+                        Ok(Left::Failed(RtmpError::StallTimeout(secs))) => Err(DestinationError::Push(
+                            format!("destination accepted nothing for {secs} s"),
+                        )),
+                        Ok(Left::Failed(e)) => Err(DestinationError::Push(e.to_string())),
+                        Err(_) => Err(DestinationError::Push("the stream's writer stopped".into())),
+                    };
+                }
+                r = conn.poll_server() => {
+                    let r = r.map_err(|e| DestinationError::Push(e.to_string()))?;
+                    if let Some(out) = conn.take_output() {
+                        handle.control(out);
+                    }
+                    if let Some(ServerNotice::Stopped(why)) = r {
+                        return Err(DestinationError::Rejected(why));
+                    }
+                }
+            }
         }
     }
 
@@ -118,10 +265,16 @@ fn connect_error(e: RtmpError) -> DestinationError {
 #[async_trait]
 impl Destination for RtmpPush {
     async fn wait_for_stream(&mut self) -> bool {
-        if self.cont.in_session() {
+        if self.sub.is_some() && self.cont.in_session() {
             return true;
         }
-        match self.cont.next_session(&mut self.sub).await {
+        if self.sub.is_none() {
+            self.resubscribe();
+        }
+        let Some(sub) = self.sub.as_mut() else {
+            return false;
+        };
+        match self.cont.next_session(sub).await {
             Some(info) => {
                 self.info = Some(info);
                 self.configs.clear();
@@ -132,14 +285,46 @@ impl Destination for RtmpPush {
     }
 
     async fn push(&mut self, live: &LiveSignal) -> Result<(), DestinationError> {
-        if !self.cont.in_session() {
+        if self.sub.is_none() {
+            // Retrying after the shared writer dropped this destination: go on if the
+            // stream is still live, else wait for the next session.
+            let live_now = self.resubscribe().is_live();
+            if !live_now {
+                return Ok(());
+            }
+        } else if !self.cont.in_session() {
             return Ok(());
         }
-        let mut client = tokio::select! {
+        let client = tokio::select! {
             r = PublishingClient::connect(&self.url, &self.cfg.client) => r.map_err(connect_error)?,
             _ = live.stopping() => return Ok(()),
         };
         live.set_live();
+        if let Some(group) = self.group.clone().filter(|_| !self.url.tls) {
+            let conn = client
+                .into_plain()
+                .map_err(|e| DestinationError::Push(e.to_string()))?;
+            return self.push_shared(group, conn, live).await;
+        }
+        // Only pushes in a group ever give their subscription up, and this one is
+        // not shared: the subscription is here.
+        let Some(mut sub) = self.sub.take() else {
+            return Ok(());
+        };
+        let r = self.push_own(&mut sub, client, live).await;
+        self.sub = Some(sub);
+        r
+    }
+}
+
+impl RtmpPush {
+    /// Writes the stream to `client` from this push's own subscription.
+    async fn push_own(
+        &mut self,
+        sub: &mut Subscriber,
+        mut client: PublishingClient,
+        live: &LiveSignal,
+    ) -> Result<(), DestinationError> {
         let mut from = FromCore::new(self.cfg.client.chunk_size, client.stream_id);
         let mut out = Vec::new();
         if let Some(info) = self.info.as_ref().filter(|i| !i.metadata.is_empty()) {
@@ -171,7 +356,7 @@ impl Destination for RtmpPush {
                     Ok(Some(ServerNotice::Stopped(why))) => return Err(DestinationError::Rejected(why)),
                     Err(e) => return Err(DestinationError::Push(e.to_string())),
                 },
-                ev = self.cont.next_or_pending(&mut self.pending, &mut self.sub) => {
+                ev = self.cont.next_or_pending(&mut self.pending, sub) => {
                     let Some(ev) = ev else {
                         self.write(&mut client, &mut out).await?;
                         let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
@@ -187,7 +372,7 @@ impl Destination for RtmpPush {
                                 .map_err(|e| DestinationError::Push(e.to_string()))?;
                             // Batch whatever else is already queued (frames only).
                             while out.len() < 256 {
-                                match self.cont.try_next(&mut self.sub) {
+                                match self.cont.try_next(sub) {
                                     Some(ContinuityEvent::Frame(f)) => {
                                         if self.admit(&f, &mut need_key) {
                                             urgent |= f.kind() == MediaKind::Video || f.is_config();

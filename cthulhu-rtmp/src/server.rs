@@ -33,7 +33,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::chunk::{TYPE_AGGREGATE, write_segments};
 use crate::error::{RtmpError, guarded};
-use crate::fanout::{FanoutConfig, Fanouts, PlayerHandle};
+use crate::fanout::{FanoutConfig, Fanouts, Left, PLAYER_GRACE, PlayerHandle};
 use crate::to_core::{self, ToCore};
 
 /// Listener settings.
@@ -101,13 +101,14 @@ impl RtmpServer {
         let fanouts = Fanouts::new(
             hub.clone(),
             FanoutConfig {
-                chunk_size: config.chunk_size,
                 queue_bytes: hub_config.queue_bytes,
                 queue_messages: hub_config.queue_frames,
                 stall_timeout: config.play_stall_timeout,
                 nodelay: config.player_nodelay,
                 gop_bytes: hub_config.gop_cache_bytes,
                 audio_hold: config.audio_hold,
+                publishing: false,
+                grace: PLAYER_GRACE,
             },
         );
         Ok(Self {
@@ -188,7 +189,7 @@ struct Playing {
     path: StreamPath,
     handle: PlayerHandle,
     /// Why the fan-out dropped the player (stalled, socket error).
-    exit: oneshot::Receiver<RtmpError>,
+    exit: oneshot::Receiver<Left>,
 }
 
 struct Connection {
@@ -258,9 +259,14 @@ impl Connection {
                 return Err(e);
             }
             if let Some((path, stream_id)) = conn.play_accepted.take() {
-                let (handle, exit) =
-                    ctx.fanouts
-                        .join(&path, stream_id, conn.id, conn.sock.clone(), conn.peer);
+                let (handle, exit) = ctx.fanouts.join(
+                    &path,
+                    stream_id,
+                    ctx.config.chunk_size,
+                    conn.id,
+                    conn.sock.clone(),
+                    conn.peer,
+                );
                 conn.playing = Some(Playing { path, handle, exit });
             }
             if conn.publishing.is_some() && buf.len() < PUBLISH_READ_BUF {
@@ -284,7 +290,9 @@ impl Connection {
             };
             let dropped = async {
                 match conn.playing.as_mut() {
-                    Some(p) => (&mut p.exit).await.unwrap_or(RtmpError::Closed),
+                    Some(p) => (&mut p.exit)
+                        .await
+                        .map_or(RtmpError::Closed, Left::into_error),
                     None => std::future::pending().await,
                 }
             };

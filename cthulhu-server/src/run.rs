@@ -10,7 +10,7 @@ use cthulhu_core::hub::{
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Destination, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
-use cthulhu_rtmp::{PushConfig, RtmpPush, RtmpServer, ServerConfig};
+use cthulhu_rtmp::{PushConfig, PushGroup, RtmpPush, RtmpServer, ServerConfig};
 use cthulhu_sinks::{
     Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
 };
@@ -192,12 +192,22 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     // Destinations come from the router: every configured stream's routes at start (so
     // they are visible while idle), and the routes of every stream when it is
     // published (so a routing policy can add destinations per publish).
+    // RTMP pushes share one writer per stream (settings common to all pushes).
+    let push_group = PushGroup::new(
+        &hub,
+        &PushConfig {
+            grace: cfg.hub.publisher_grace,
+            audio_hold: cfg.rtmp.audio_hold,
+            ..PushConfig::default()
+        },
+    );
     let mut dests = Destinations {
         hub: hub.clone(),
         chunk_size: cfg.rtmp.chunk_size,
         audio_hold: cfg.rtmp.audio_hold,
         srt_latency: cfg.srt.latency,
         grace: cfg.hub.publisher_grace,
+        push_group,
         running: HashMap::new(),
     };
     let recordings = start_recordings(&cfg, &hub)?;
@@ -287,6 +297,7 @@ struct Destinations {
     audio_hold: std::time::Duration,
     srt_latency: std::time::Duration,
     grace: std::time::Duration,
+    push_group: PushGroup,
     running: HashMap<(StreamPath, String), SupervisorHandle>,
 }
 
@@ -329,7 +340,8 @@ impl Destinations {
                         ..PushConfig::default()
                     };
                     let redacted = url.redacted();
-                    let push = RtmpPush::new(name.clone(), url.clone(), sub, push_cfg);
+                    let push = RtmpPush::new(name.clone(), url.clone(), sub, push_cfg)
+                        .in_group(&self.push_group);
                     (Box::new(push), redacted)
                 }
                 PushTarget::Srt(url) => {

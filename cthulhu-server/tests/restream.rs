@@ -182,6 +182,63 @@ async fn killed_destination_recovers_while_others_continue() -> Result<()> {
     Ok(())
 }
 
+/// Destinations of one stream share one writer: a destination that stops reading
+/// (nginx frozen with SIGSTOP for 10 s, its socket open: at 6 Mbit/s more than the
+/// socket buffers hold, so the writer keeps a backlog for it) must not hold up the
+/// other, and when it reads again it goes on (no reconnect) with a stream that decodes.
+#[tokio::test]
+async fn frozen_destination_does_not_stall_the_shared_writer() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let mut frozen = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&stream_with_pushes(&[
+        ("steady", steady.url("s")),
+        ("frozen", frozen.url("f")),
+    ]))
+    .await?;
+    let opts = PublishOptions {
+        video_bitrate_kbps: 6000,
+        ..PublishOptions::seconds(18.0)
+    };
+    let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
+    srv.wait_for_log("Live dest=live/studio:frozen", Duration::from_secs(10))
+        .await?;
+    srv.wait_for_log("Live dest=live/studio:steady", Duration::from_secs(10))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    frozen.pause()?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    frozen.resume()?;
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        srv.count("Live dest=live/studio:frozen"),
+        1,
+        "the frozen destination was reconnected:\n{}",
+        srv.log()
+    );
+
+    let rec = steady.recording_path("s");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    let (gap, span) = video_gaps(&rec).await?;
+    assert!(span > 17.0, "steady destination got {span} s of 18");
+    assert!(
+        gap < 0.5,
+        "steady destination stalled: {gap} s between frames"
+    );
+    let rec = frozen.recording_path("f");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds > 17.0,
+        "frozen destination got {} s of 18",
+        report.video_seconds
+    );
+    Ok(())
+}
+
 /// A wrong or missing key is refused, and the key is not logged.
 #[tokio::test]
 async fn wrong_key_is_refused() -> Result<()> {

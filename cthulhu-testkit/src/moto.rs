@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 
 use crate::net::wait_for_port;
-use crate::process::{ChildGuard, require_tool};
+use crate::process::{ChildGuard, require_tool, signal};
 
 /// How long moto may take to start (it imports a lot of Python).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,15 +125,4 @@ impl Moto {
     pub fn log(&self) -> String {
         self.proc.log()
     }
-}
-
-fn signal(pid: u32, sig: &str) -> Result<()> {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .context("running kill")?;
-    if !status.success() {
-        bail!("kill {sig} {pid} failed: {status}");
-    }
-    Ok(())
 }

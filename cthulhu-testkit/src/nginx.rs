@@ -8,7 +8,7 @@ use tempfile::TempDir;
 use tokio::process::Command;
 
 use crate::net::pid_is_listening;
-use crate::process::{ChildGuard, file_tail, require_tool, temp_dir};
+use crate::process::{ChildGuard, file_tail, require_tool, signal, temp_dir};
 
 /// The single RTMP application configured in the generated nginx.conf.
 const APP: &str = "live";
@@ -441,6 +441,19 @@ impl Nginx {
     /// True while the nginx process is alive.
     pub fn is_running(&mut self) -> bool {
         self.proc.as_mut().is_some_and(ChildGuard::is_running)
+    }
+
+    /// Freezes nginx (SIGSTOP): its sockets stay open and the kernel keeps
+    /// buffering what peers send, but nothing is read until [`Nginx::resume`].
+    pub fn pause(&mut self) -> Result<()> {
+        let pid = self.pid().context("nginx is not running")?;
+        signal(pid, "-STOP")
+    }
+
+    /// Lets a paused nginx go on (SIGCONT).
+    pub fn resume(&mut self) -> Result<()> {
+        let pid = self.pid().context("nginx is not running")?;
+        signal(pid, "-CONT")
     }
 
     /// Kills nginx with SIGKILL (connected peers see the TCP connection

@@ -270,3 +270,15 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         rest.split_whitespace().next()?.parse().ok()
     })
 }
+
+/// Sends `sig` (`-STOP`, `-CONT`, ...) to process `pid` with kill(1).
+pub(crate) fn signal(pid: u32, sig: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .context("running kill")?;
+    if !status.success() {
+        bail!("kill {sig} {pid} failed: {status}");
+    }
+    Ok(())
+}

@@ -730,6 +730,16 @@ impl Subscriber {
         n
     }
 
+    /// The hub this subscription is on.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The label given at subscription.
+    pub fn label(&self) -> &str {
+        &self.shared.label
+    }
+
     /// The stream's current info, if a publisher was ever live.
     pub fn info(&self) -> Option<Arc<StreamInfo>> {
         lock(&self.stream.state).info.clone()
