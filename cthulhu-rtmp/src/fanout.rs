@@ -85,6 +85,7 @@ enum Command {
     Control { id: u64, data: Bytes },
     Leave { id: u64 },
     Release { id: u64 },
+    Reserve { id: u64 },
 }
 
 struct Join {
@@ -149,12 +150,26 @@ impl Fanouts {
         sock: Arc<TcpStream>,
         peer: SocketAddr,
     ) -> (PlayerHandle, oneshot::Receiver<Left>) {
+        self.reserve(path, stream_id, chunk_size, id)
+            .join(sock, peer)
+    }
+
+    /// Holds a place in a stream's fan-out (started now if need be) for a member
+    /// that joins once connected: until it joins, the fan-out keeps every message
+    /// from now on (up to the GOP cap) instead of only the last GOP, so a push that
+    /// takes longer than a GOP to connect still starts where its session started.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        path: &StreamPath,
+        stream_id: u32,
+        chunk_size: u32,
+        id: u64,
+    ) -> Reservation {
         let key = Key {
             path: path.clone(),
             stream_id,
             chunk_size,
         };
-        let (exit, exit_rx) = oneshot::channel();
         let mut map = lock(&self.map);
         let tx = match map.get(&key) {
             Some(tx) if !tx.is_closed() => tx.clone(),
@@ -164,23 +179,15 @@ impl Fanouts {
                 tx
             }
         };
-        // A fan-out retires under the map lock, so the channel is open here. Were its
-        // task gone anyway, the join (and its exit sender) would be dropped and the
-        // connection would close: never a player left waiting.
-        let _ = tx.send(Command::Join(Join {
+        // A fan-out retires under the map lock and not while a place is held, so the
+        // channel is open here. Were its task gone anyway, the join (and its exit
+        // sender) would be dropped and the member would be told at once.
+        let _ = tx.send(Command::Reserve { id });
+        Reservation {
             id,
-            sock,
-            peer,
-            exit,
-        }));
-        (
-            PlayerHandle {
-                id,
-                tx,
-                released: false,
-            },
-            exit_rx,
-        )
+            tx,
+            joined: false,
+        }
     }
 
     fn spawn(self: &Arc<Self>, key: Key) -> mpsc::UnboundedSender<Command> {
@@ -198,6 +205,48 @@ impl Fanouts {
         let fanout = Fanout::new(self.clone(), key, tx.clone(), sub);
         tokio::spawn(fanout.run(rx).instrument(span));
         tx
+    }
+}
+
+/// A place held in a fan-out ([`Fanouts::reserve`]); dropping it unjoined gives it up.
+pub(crate) struct Reservation {
+    id: u64,
+    tx: mpsc::UnboundedSender<Command>,
+    joined: bool,
+}
+
+impl Reservation {
+    /// Hands the member's socket to the fan-out. The returned receiver yields why the
+    /// fan-out let the member go.
+    pub(crate) fn join(
+        mut self,
+        sock: Arc<TcpStream>,
+        peer: SocketAddr,
+    ) -> (PlayerHandle, oneshot::Receiver<Left>) {
+        self.joined = true;
+        let (exit, exit_rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Join(Join {
+            id: self.id,
+            sock,
+            peer,
+            exit,
+        }));
+        (
+            PlayerHandle {
+                id: self.id,
+                tx: self.tx.clone(),
+                released: false,
+            },
+            exit_rx,
+        )
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.joined {
+            let _ = self.tx.send(Command::Leave { id: self.id });
+        }
     }
 }
 
@@ -529,6 +578,9 @@ struct Fanout {
     backlogged: bool,
     /// A publishing fan-out's stream just ended (its members were released).
     ended: bool,
+    /// Places held for members still connecting: while any is, the catch-up keeps
+    /// every message rather than restarting at each keyframe.
+    reserved: Vec<u64>,
 }
 
 impl Fanout {
@@ -555,6 +607,7 @@ impl Fanout {
             catch_up: CatchUp::default(),
             backlogged: false,
             ended: false,
+            reserved: Vec::new(),
         }
     }
 
@@ -569,7 +622,7 @@ impl Fanout {
                     self.command(cmd);
                     // Joins and session output can leave a backlog; commands are rare.
                     self.backlogged = self.players.iter().any(|p| !p.backlog.is_empty());
-                    if self.players.is_empty() && self.retire(&mut rx) {
+                    if self.idle() && self.retire(&mut rx) {
                         break;
                     }
                 }
@@ -595,7 +648,7 @@ impl Fanout {
                         // A publishing fan-out released its members when the stream
                         // ended; the next push session starts a new one.
                         self.ended = false;
-                        if self.players.is_empty() && self.retire(&mut rx) {
+                        if self.idle() && self.retire(&mut rx) {
                             break;
                         }
                     }
@@ -609,6 +662,11 @@ impl Fanout {
             }
         }
         debug!("Fan-out ended");
+    }
+
+    /// No members and no places held.
+    fn idle(&self) -> bool {
+        self.players.is_empty() && self.reserved.is_empty()
     }
 
     /// Removes this fan-out from the registry if no join is pending; true if it did.
@@ -638,7 +696,18 @@ impl Fanout {
         let now = Instant::now();
         match cmd {
             Command::Join(join) => {
+                self.reserved.retain(|&r| r != join.id);
+                if !self.batch.is_empty() {
+                    // The catch-up below already holds the batch's messages.
+                    self.deliver();
+                }
+                let config = &self.owner.config;
                 let mut p = Player::new(join, config);
+                if config.publishing && !self.cont.in_session() && !self.sub.is_live() {
+                    // The stream ended while this destination was connecting.
+                    p.release(true);
+                    return;
+                }
                 let c = &self.catch_up;
                 let keep = [&c.metadata, &c.video_config, &c.audio_config];
                 for data in keep.into_iter().flatten() {
@@ -674,10 +743,12 @@ impl Fanout {
                 }
             }
             Command::Leave { id } => {
+                self.reserved.retain(|&r| r != id);
                 if let Some(i) = self.players.iter().position(|p| p.id == id) {
                     self.players.swap_remove(i);
                 }
             }
+            Command::Reserve { id } => self.reserved.push(id),
             Command::Release { id } => {
                 if let Some(i) = self.players.iter().position(|p| p.id == id) {
                     self.players.swap_remove(i).release(false);
@@ -729,9 +800,11 @@ impl Fanout {
                     }
                     Kind::Keep
                 } else if video && f.flags.contains(FrameFlags::KEYFRAME) {
-                    c.gop.clear();
-                    c.gop_bytes = 0;
-                    c.gop_valid = true;
+                    if self.reserved.is_empty() || !c.gop_valid {
+                        c.gop.clear();
+                        c.gop_bytes = 0;
+                        c.gop_valid = true;
+                    }
                     Kind::Sync
                 } else if !video && !c.has_video {
                     Kind::Sync
@@ -907,6 +980,124 @@ mod tests {
             }
         }
         out
+    }
+
+    /// A video frame whose body is 1000 bytes of `n`.
+    fn video(n: u8, key: bool) -> cthulhu_core::Frame {
+        use cthulhu_core::model::{CodecId, Timestamp, TrackId};
+        cthulhu_core::Frame {
+            track: TrackId::VIDEO,
+            codec: CodecId::H264,
+            pts: Timestamp::from_millis(i64::from(n) * 33),
+            dts: Timestamp::from_millis(i64::from(n) * 33),
+            flags: if key {
+                FrameFlags::KEYFRAME
+            } else {
+                FrameFlags::NONE
+            },
+            data: Bytes::from(vec![n; 1000]),
+        }
+    }
+
+    /// An H.264 configuration frame (its body is not looked into here).
+    fn video_config() -> cthulhu_core::Frame {
+        cthulhu_core::Frame {
+            flags: FrameFlags::CONFIG,
+            data: Bytes::from_static(&[1, 0x64, 0, 0x1f, 0xff, 0xe0, 0]),
+            ..video(0, false)
+        }
+    }
+
+    /// Publishes frames `from..to`, a keyframe every 5.
+    fn gops(p: &cthulhu_core::Publisher, from: u8, to: u8) {
+        for n in from..to {
+            assert!(p.send(video(n, n % 5 == 0)));
+        }
+    }
+
+    /// Which frames of `video` arrived in `data` (chunk size 4096: each body is whole).
+    fn frames_in(data: &[u8], up_to: u8) -> Vec<u8> {
+        (0..up_to)
+            .filter(|&n| data.windows(1000).any(|w| w.iter().all(|&b| b == n)))
+            .collect()
+    }
+
+    /// Reads what arrives on `client` for a moment.
+    async fn received(mut client: TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    async fn socket_pair() -> (Arc<TcpStream>, SocketAddr, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        (Arc::new(server), peer, client)
+    }
+
+    #[tokio::test]
+    async fn a_held_place_gets_every_message_since_it_was_taken() {
+        let hub = Hub::new(cthulhu_core::HubConfig::default());
+        let path = StreamPath::new("live/held").unwrap();
+        let publisher = hub.publish(&path).unwrap();
+        assert!(publisher.send(video_config()));
+        let fanouts = Fanouts::new(
+            hub.clone(),
+            FanoutConfig {
+                publishing: true,
+                grace: Duration::from_secs(10),
+                ..config(1 << 20)
+            },
+        );
+        gops(&publisher, 0, 3);
+        // A destination starts connecting; three more GOPs pass before it is ready.
+        let place = fanouts.reserve(&path, 1, 4096, 1);
+        gops(&publisher, 3, 20);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (sock, peer, client) = socket_pair().await;
+        let (_member, _left) = place.join(sock, peer);
+        let got = received(client).await;
+        assert_eq!(frames_in(&got, 20), (0..20).collect::<Vec<u8>>());
+
+        // Once nobody is connecting, a newcomer starts at the last keyframe.
+        gops(&publisher, 20, 28);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (sock, peer, client) = socket_pair().await;
+        let (_late, _left) = fanouts.join(&path, 1, 4096, 2, sock, peer);
+        let got = received(client).await;
+        assert_eq!(frames_in(&got, 28), (25..28).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn a_place_given_up_stops_holding_messages() {
+        let hub = Hub::new(cthulhu_core::HubConfig::default());
+        let path = StreamPath::new("live/given-up").unwrap();
+        let publisher = hub.publish(&path).unwrap();
+        assert!(publisher.send(video_config()));
+        let fanouts = Fanouts::new(hub.clone(), config(1 << 20));
+        let (sock, peer, client) = socket_pair().await;
+        let (_watcher, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer);
+        let place = fanouts.reserve(&path, 1, 4096, 2);
+        gops(&publisher, 0, 12);
+        drop(place);
+        gops(&publisher, 12, 18);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (sock, peer, late) = socket_pair().await;
+        let (_late, _left) = fanouts.join(&path, 1, 4096, 3, sock, peer);
+        assert_eq!(
+            frames_in(&received(late).await, 18),
+            (15..18).collect::<Vec<u8>>()
+        );
+        assert_eq!(frames_in(&received(client).await, 18).len(), 18);
     }
 
     #[tokio::test]

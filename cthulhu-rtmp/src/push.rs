@@ -15,16 +15,21 @@ use bytes::Bytes;
 use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
 use cthulhu_core::supervisor::{Destination, DestinationError, LiveSignal};
 use cthulhu_core::{Frame, Hub, MediaKind, StreamInfo, StreamPath, Subscriber};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::client::{ClientConfig, PlainPublisher, PublishingClient, ServerNotice};
 use crate::error::RtmpError;
-use crate::fanout::{FanoutConfig, Fanouts, Left};
+use crate::fanout::{FanoutConfig, Fanouts, Left, Reservation};
 use crate::from_core::FromCore;
 use crate::url::RtmpUrl;
 
 /// Ids of push members in fan-outs (unique per process).
 static NEXT_MEMBER: AtomicU64 = AtomicU64::new(1);
+
+/// The message stream id shared writers serialize for: the first one a server
+/// hands out, which is what `createStream` answers on a fresh connection (nginx-rtmp
+/// does). A destination that answers another gets its own writer.
+const SHARED_STREAM_ID: u32 = 1;
 
 /// Pushes that share one writer per stream: what
 /// `../shared/PERFORMANCE-NOTES.md` found cheapest for players, for destinations.
@@ -149,7 +154,7 @@ impl RtmpPush {
     /// of it until the stream ends, a stop, or an error.
     async fn push_shared(
         &mut self,
-        group: PushGroup,
+        place: Reservation,
         mut conn: PlainPublisher,
         live: &LiveSignal,
     ) -> Result<(), DestinationError> {
@@ -159,15 +164,7 @@ impl RtmpPush {
             .sock
             .peer_addr()
             .map_err(|e| DestinationError::Push(e.to_string()))?;
-        let id = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
-        let (handle, mut left) = group.fanouts.join(
-            &self.path,
-            conn.stream_id,
-            self.cfg.client.chunk_size,
-            id,
-            conn.sock.clone(),
-            peer,
-        );
+        let (handle, mut left) = place.join(conn.sock.clone(), peer);
         if let Some(out) = conn.take_output() {
             handle.control(out);
         }
@@ -295,16 +292,31 @@ impl Destination for RtmpPush {
         } else if !self.cont.in_session() {
             return Ok(());
         }
+        // A place in the stream's shared writer, held while connecting so that the
+        // destination starts where the session did even if connecting takes long.
+        let place = self.group.as_ref().filter(|_| !self.url.tls).map(|g| {
+            let id = NEXT_MEMBER.fetch_add(1, Ordering::Relaxed);
+            g.fanouts
+                .reserve(&self.path, SHARED_STREAM_ID, self.cfg.client.chunk_size, id)
+        });
         let client = tokio::select! {
             r = PublishingClient::connect(&self.url, &self.cfg.client) => r.map_err(connect_error)?,
             _ = live.stopping() => return Ok(()),
         };
         live.set_live();
-        if let Some(group) = self.group.clone().filter(|_| !self.url.tls) {
-            let conn = client
-                .into_plain()
-                .map_err(|e| DestinationError::Push(e.to_string()))?;
-            return self.push_shared(group, conn, live).await;
+        match place {
+            Some(place) if client.stream_id == SHARED_STREAM_ID => {
+                let conn = client
+                    .into_plain()
+                    .map_err(|e| DestinationError::Push(e.to_string()))?;
+                return self.push_shared(place, conn, live).await;
+            }
+            Some(_) => debug!(
+                dest = %self.name,
+                stream_id = client.stream_id,
+                "Destination gave an unusual message stream id: writing its own"
+            ),
+            None => {}
         }
         // Only pushes in a group ever give their subscription up, and this one is
         // not shared: the subscription is here.
