@@ -286,8 +286,22 @@ impl ServerProbe {
     }
 }
 
-/// Opens `n` players at `rate` per second; the first `probes` are probes (on the
-/// timing thread), the rest cheap players (on the current runtime).
+/// Whether player `i` of `n` is one of the `probes` probes: those at the middles of
+/// `probes` equal slices of the join order (with 5 probes: 10%, 30%, ... 90%).
+fn is_probe(i: usize, n: usize, probes: usize) -> bool {
+    let probes = probes.min(n);
+    (0..probes).any(|k| (2 * k + 1) * n / (2 * probes) == i)
+}
+
+/// Opens `n` players at `rate` per second; `probes` of them, spread evenly through
+/// the join order, are probes (on the timing thread), the rest cheap players (on the
+/// current runtime).
+///
+/// Spread, not first: a server writes a message to its players one after another, so
+/// a player's latency depends on its place in that order, and servers order players
+/// differently (nginx-rtmp puts the newest first, Cthulhu's fan-out appends). Probes
+/// that joined first would measure the best place on one server and the worst on the
+/// other.
 struct Crowd {
     stats: Vec<Arc<PeerStats>>,
     cheap: JoinSet<()>,
@@ -314,7 +328,7 @@ impl Crowd {
             let stats = Arc::new(PeerStats::new());
             crowd.stats.push(stats.clone());
             match (probe_ctx, timing) {
-                (Some(p), Some(t)) if i < probes => {
+                (Some(p), Some(t)) if is_probe(i, n, probes) => {
                     crowd.probes.push(t.handle().spawn(run_player(
                         shared.clone(),
                         stats,
@@ -709,4 +723,28 @@ fn natural_key(name: &str) -> (String, u64) {
     let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
     let prefix = name.get(..name.len() - digits.len()).unwrap_or(name);
     (prefix.to_owned(), digits.parse().unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_probe;
+
+    fn positions(n: usize, probes: usize) -> Vec<usize> {
+        (0..n).filter(|&i| is_probe(i, n, probes)).collect()
+    }
+
+    #[test]
+    fn probes_are_spread_through_the_join_order() {
+        assert_eq!(positions(2000, 5), [200, 600, 1000, 1400, 1800]);
+        assert_eq!(positions(10, 5), [1, 3, 5, 7, 9]);
+        assert_eq!(positions(5, 5), [0, 1, 2, 3, 4]);
+        assert_eq!(positions(3, 5), [0, 1, 2], "never more probes than players");
+        assert_eq!(positions(1, 1), [0]);
+        assert!(positions(100, 0).is_empty());
+        for n in 1..300 {
+            for p in 0..12 {
+                assert_eq!(positions(n, p).len(), p.min(n), "n={n} p={p}");
+            }
+        }
+    }
 }
