@@ -127,6 +127,36 @@ pub struct PlayerShared {
     /// byte count; they no longer see the chunk stream, so they do not answer
     /// ping requests (neither server pings within the default 60 s).
     pub discard: bool,
+    /// `SO_RCVLOWAT` of discarding players (0: the kernel's default of one byte).
+    ///
+    /// On loopback the server's core runs the receiving side of every write it makes,
+    /// including waking the reader (on a VM, an inter-processor interrupt when the
+    /// tool's core is idle); remote players never cost a server that. With a low-water
+    /// mark the kernel wakes a cheap player only once that many bytes are queued,
+    /// so the server's figures are less about the tool's wake-ups. Probes never set it.
+    pub recv_lowat: usize,
+}
+
+/// Sets `SO_RCVLOWAT` (socket2, rustix and nix have no setter for it).
+#[allow(unsafe_code)]
+fn set_recv_lowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid open socket and a pointer to a c_int of the stated length.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// What a probe needs on top of a cheap player.
@@ -409,7 +439,13 @@ async fn play(
     // `play` come first and are skimmed like everything before them).
     let mut discard = false;
     loop {
-        discard = discard || (probe.is_none() && shared.discard && skim.media_started());
+        if !discard && probe.is_none() && shared.discard && skim.media_started() {
+            discard = true;
+            if shared.recv_lowat > 0 {
+                set_recv_lowat(&stream, shared.recv_lowat)
+                    .map_err(|e| format!("SO_RCVLOWAT: {}", e.kind()))?;
+            }
+        }
         stream
             .readable()
             .await

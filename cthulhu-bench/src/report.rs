@@ -51,6 +51,8 @@ pub struct FanoutReport {
     pub probes: usize,
     /// Cheap players' pause after each read, ms (0: they read as data arrives).
     pub read_interval_ms: f64,
+    /// Discarding players' `SO_RCVLOWAT` in bytes (0: not set).
+    pub recv_lowat: usize,
     /// How cheap players drain: `"discard"` (dropped in the kernel, wire bytes
     /// counted) or `"parse"` (read and skimmed, media bytes counted).
     pub drain: &'static str,

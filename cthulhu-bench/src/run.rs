@@ -77,6 +77,8 @@ pub struct FanoutConfig {
     pub read_interval: Duration,
     /// Cheap players discard media unread (see [`PlayerShared::discard`]).
     pub discard: bool,
+    /// Discarding players' `SO_RCVLOWAT` (see [`PlayerShared::recv_lowat`]).
+    pub recv_lowat: usize,
     /// The server process to measure.
     pub server_pid: Option<u32>,
     /// A label copied into the report.
@@ -458,6 +460,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         setup_timeout: cfg.setup_timeout,
         read_interval: cfg.read_interval,
         discard: cfg.discard,
+        recv_lowat: cfg.recv_lowat,
     });
     let latency_log = Arc::new(LatencyLog::new());
     let probe_ctx = ProbeCtx {
@@ -524,6 +527,7 @@ pub async fn run_fanout(cfg: &FanoutConfig) -> Result<FanoutReport, BenchError> 
         probes,
         read_interval_ms: cfg.read_interval.as_secs_f64() * 1000.0,
         drain: if cfg.discard { "discard" } else { "parse" },
+        recv_lowat: cfg.recv_lowat,
         players_connected: connected.len(),
         players_kept_up: verdicts.iter().filter(|v| v.kept_up).count(),
         players_failed: after.iter().filter(|s| s.state == PeerState::Gone).count(),
@@ -564,6 +568,7 @@ pub async fn run_idle(cfg: &IdleConfig) -> Result<IdleReport, BenchError> {
         setup_timeout: cfg.setup_timeout,
         read_interval: Duration::ZERO,
         discard: false,
+        recv_lowat: 0,
     });
     let crowd = Crowd::open(&shared, cfg.players, cfg.ramp_per_sec, 0, None, None).await;
     crowd

@@ -142,6 +142,8 @@ fn fanout(
         setup_timeout: Duration::from_secs(10),
         read_interval: Duration::ZERO,
         discard: true,
+        // As scripts/bench-fanout runs it: players still keep up.
+        recv_lowat: 16 * 1024,
         server_pid: Some(std::process::id()),
         label: Some("smoke".into()),
     }

@@ -70,6 +70,11 @@ struct Cli {
     /// it (media bytes counted). Probes always parse.
     #[arg(long, value_enum, default_value_t = Drain::Discard)]
     drain: Drain,
+    /// `SO_RCVLOWAT` of discarding players, bytes (0: not set): the kernel wakes
+    /// such a player only once this much is queued, so a server on loopback is not
+    /// charged for waking thousands of readers. Probes never set it.
+    #[arg(long, default_value_t = 0)]
+    recv_lowat: usize,
     /// The publisher's outbound RTMP chunk size.
     #[arg(long, default_value_t = 4096)]
     chunk_size: u32,
@@ -190,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             setup_timeout,
             read_interval: secs("read-interval-ms", cli.read_interval_ms / 1000.0)?,
             discard: cli.drain == Drain::Discard,
+            recv_lowat: cli.recv_lowat,
             server_pid: cli.server_pid,
             label: cli.label.clone(),
         })
