@@ -959,9 +959,15 @@ mod tests {
             }
         }
         // Whatever is still in flight.
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(100), client.read(&mut buf)).await
-        {
+        got.extend(read_until_quiet(&mut client, Duration::from_millis(100)).await);
+        got
+    }
+
+    /// Reads `client` until nothing arrives for `quiet` (or it closes).
+    async fn read_until_quiet(client: &mut TcpStream, quiet: Duration) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        while let Ok(Ok(n)) = tokio::time::timeout(quiet, client.read(&mut buf)).await {
             if n == 0 {
                 break;
             }
@@ -1022,19 +1028,9 @@ mod tests {
             .collect()
     }
 
-    /// Reads what arrives on `client` for a moment.
+    /// Reads what arrives on `client` until it has been quiet for a moment.
     async fn received(mut client: TcpStream) -> Vec<u8> {
-        let mut got = Vec::new();
-        let mut buf = [0u8; 65536];
-        while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(300), client.read(&mut buf)).await
-        {
-            if n == 0 {
-                break;
-            }
-            got.extend_from_slice(&buf[..n]);
-        }
-        got
+        read_until_quiet(&mut client, Duration::from_millis(300)).await
     }
 
     async fn socket_pair() -> (Arc<TcpStream>, SocketAddr, TcpStream) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Result;
 use common::{Cthulhu, video_gaps};
 use cthulhu_testkit::{
-    Ffmpeg, Nginx, PublishOptions, StalledPlayer, TestCa, decode_check, free_port, probe_streams,
+    DecodeReport, Ffmpeg, Nginx, PublishOptions, StalledPlayer, TestCa, decode_check, free_port,
+    probe_streams,
 };
 
 const KEY: &str = "studio-secret-1";
@@ -22,6 +23,24 @@ fn stream_with_pushes(dests: &[(&str, String)]) -> String {
         ));
     }
     s
+}
+
+/// What `nginx` recorded of `stream`, which must decode without errors.
+async fn clean_recording(nginx: &Nginx, stream: &str) -> Result<DecodeReport> {
+    let rec = nginx.recording_path(stream);
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    Ok(report)
+}
+
+/// `nginx` recorded `secs` seconds of `stream` (within one second) that decode clean
+/// and never pause for half a second.
+async fn assert_unbroken(nginx: &Nginx, stream: &str, secs: f64) -> Result<()> {
+    clean_recording(nginx, stream).await?;
+    let (gap, span) = video_gaps(&nginx.recording_path(stream)).await?;
+    anyhow::ensure!(span > secs - 1.0, "{stream}: got {span} s of {secs}");
+    anyhow::ensure!(gap < 0.5, "{stream} stalled: {gap} s between frames");
+    Ok(())
 }
 
 /// ffmpeg → Cthulhu → two nginx-rtmp destinations, plus an ffmpeg player of Cthulhu.
@@ -162,18 +181,8 @@ async fn killed_destination_recovers_while_others_continue() -> Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let rec = steady.recording_path("s");
-    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
-    report.ensure_clean()?;
-    let (gap, span) = video_gaps(&rec).await?;
-    assert!(span > 15.0, "steady destination got {span} s of 16");
-    assert!(
-        gap < 0.5,
-        "steady destination stalled: {gap} s between frames"
-    );
-    let rec = flaky.recording_path("f");
-    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
-    report.ensure_clean()?;
+    assert_unbroken(&steady, "s", 16.0).await?;
+    let report = clean_recording(&flaky, "f").await?;
     assert!(
         report.video_seconds > 2.0,
         "flaky got {} s after coming back",
@@ -219,18 +228,8 @@ async fn frozen_destination_does_not_stall_the_shared_writer() -> Result<()> {
         srv.log()
     );
 
-    let rec = steady.recording_path("s");
-    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
-    report.ensure_clean()?;
-    let (gap, span) = video_gaps(&rec).await?;
-    assert!(span > 17.0, "steady destination got {span} s of 18");
-    assert!(
-        gap < 0.5,
-        "steady destination stalled: {gap} s between frames"
-    );
-    let rec = frozen.recording_path("f");
-    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
-    report.ensure_clean()?;
+    assert_unbroken(&steady, "s", 18.0).await?;
+    let report = clean_recording(&frozen, "f").await?;
     assert!(
         report.video_seconds > 17.0,
         "frozen destination got {} s of 18",
