@@ -773,7 +773,7 @@ impl Fanout {
                 self.segments.clear();
                 let publishing = self.owner.config.publishing;
                 if let Err(e) = self.ser.metadata(&info, publishing, &mut self.segments) {
-                    warn!(error = %e, "Metadata not sent to players");
+                    warn!(error = %e, "Metadata not sent to this fan-out's members");
                     return;
                 }
                 let data = flatten(&mut self.segments);
@@ -786,7 +786,7 @@ impl Fanout {
             ContinuityEvent::Frame(f) => {
                 self.segments.clear();
                 if let Err(e) = self.ser.frame(&f, &mut self.segments) {
-                    warn!(error = %e, "Frame not sent to players");
+                    warn!(error = %e, "Frame not sent to this fan-out's members");
                     return;
                 }
                 let data = flatten(&mut self.segments);
@@ -828,7 +828,7 @@ impl Fanout {
             ContinuityEvent::Gap { dropped } => {
                 warn!(
                     dropped,
-                    "Players' stream fell behind the publisher: skipped to the next keyframe"
+                    "Fan-out fell behind the publisher: skipped to the next keyframe"
                 );
             }
             ContinuityEvent::Ended(_) => {
