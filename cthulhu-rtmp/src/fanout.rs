@@ -27,6 +27,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -118,11 +119,19 @@ impl Left {
     }
 }
 
+/// A running fan-out, as the registry knows it.
+struct Entry {
+    tx: mpsc::UnboundedSender<Command>,
+    /// The fan-out's stream is in a session (started, not ended; a grace period
+    /// counts as in session).
+    in_session: Arc<AtomicBool>,
+}
+
 /// The fan-outs of one listener, by stream.
 pub(crate) struct Fanouts {
     hub: Hub,
     config: FanoutConfig,
-    map: Mutex<HashMap<Key, mpsc::UnboundedSender<Command>>>,
+    map: Mutex<HashMap<Key, Entry>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -172,10 +181,11 @@ impl Fanouts {
         };
         let mut map = lock(&self.map);
         let tx = match map.get(&key) {
-            Some(tx) if !tx.is_closed() => tx.clone(),
+            Some(e) if !e.tx.is_closed() => e.tx.clone(),
             _ => {
-                let tx = self.spawn(key.clone());
-                map.insert(key, tx.clone());
+                let entry = self.spawn(key.clone());
+                let tx = entry.tx.clone();
+                map.insert(key, entry);
                 tx
             }
         };
@@ -190,7 +200,14 @@ impl Fanouts {
         }
     }
 
-    fn spawn(self: &Arc<Self>, key: Key) -> mpsc::UnboundedSender<Command> {
+    /// Whether a fan-out of `path` has its stream in session (grace included).
+    pub(crate) fn in_session(&self, path: &StreamPath) -> bool {
+        lock(&self.map)
+            .iter()
+            .any(|(k, e)| &k.path == path && e.in_session.load(Ordering::Relaxed))
+    }
+
+    fn spawn(self: &Arc<Self>, key: Key) -> Entry {
         let (tx, rx) = mpsc::unbounded_channel();
         let role = if self.config.publishing {
             "rtmp-push"
@@ -202,9 +219,10 @@ impl Fanouts {
             SubscribeOptions::labelled(format!("{role}:{}", key.path)),
         );
         let span = info_span!("rtmp-fanout", stream = %key.path, role);
-        let fanout = Fanout::new(self.clone(), key, tx.clone(), sub);
+        let in_session = Arc::new(AtomicBool::new(false));
+        let fanout = Fanout::new(self.clone(), key, tx.clone(), sub, in_session.clone());
         tokio::spawn(fanout.run(rx).instrument(span));
-        tx
+        Entry { tx, in_session }
     }
 }
 
@@ -581,6 +599,8 @@ struct Fanout {
     /// Places held for members still connecting: while any is, the catch-up keeps
     /// every message rather than restarting at each keyframe.
     reserved: Vec<u64>,
+    /// Published to the registry: `cont` is in a session.
+    in_session: Arc<AtomicBool>,
 }
 
 impl Fanout {
@@ -589,6 +609,7 @@ impl Fanout {
         key: Key,
         tx: mpsc::UnboundedSender<Command>,
         sub: Subscriber,
+        in_session: Arc<AtomicBool>,
     ) -> Self {
         let ser = FromCore::new(key.chunk_size, key.stream_id);
         let cont = Continuity::new(owner.config.grace);
@@ -608,6 +629,7 @@ impl Fanout {
             backlogged: false,
             ended: false,
             reserved: Vec::new(),
+            in_session,
         }
     }
 
@@ -638,6 +660,7 @@ impl Fanout {
                         let Some(ev) = self.cont.try_next(&mut self.sub) else { break };
                         self.event(ev);
                     }
+                    self.in_session.store(self.cont.in_session(), Ordering::Relaxed);
                     let hold = self.owner.config.audio_hold;
                     if self.batch_urgent || hold.is_zero() || self.batch.len() >= MAX_IOV {
                         self.deliver();
@@ -664,9 +687,13 @@ impl Fanout {
         debug!("Fan-out ended");
     }
 
-    /// No members and no places held.
+    /// No members and no places held; for a push fan-out also no session going on,
+    /// so that a destination retrying after a failure finds the session (and its
+    /// grace period) where it left it.
     fn idle(&self) -> bool {
-        self.players.is_empty() && self.reserved.is_empty()
+        self.players.is_empty()
+            && self.reserved.is_empty()
+            && !(self.owner.config.publishing && self.cont.in_session())
     }
 
     /// Removes this fan-out from the registry if no join is pending; true if it did.
@@ -677,7 +704,7 @@ impl Fanout {
         }
         if map
             .get(&self.key)
-            .is_some_and(|tx| tx.same_channel(&self.tx))
+            .is_some_and(|e| e.tx.same_channel(&self.tx))
         {
             map.remove(&self.key);
         }
@@ -1071,6 +1098,36 @@ mod tests {
         let (_late, _left) = fanouts.join(&path, 1, 4096, 2, sock, peer);
         let got = received(client).await;
         assert_eq!(frames_in(&got, 28), (25..28).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn a_push_fanout_keeps_its_session_through_the_grace_period() {
+        let hub = Hub::new(cthulhu_core::HubConfig::default());
+        let path = StreamPath::new("live/grace").unwrap();
+        let publisher = hub.publish(&path).unwrap();
+        assert!(publisher.send(video_config()));
+        gops(&publisher, 0, 5);
+        let fanouts = Fanouts::new(
+            hub.clone(),
+            FanoutConfig {
+                publishing: true,
+                grace: Duration::from_millis(800),
+                ..config(1 << 20)
+            },
+        );
+        let (sock, peer, _client) = socket_pair().await;
+        let (member, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(fanouts.in_session(&path));
+        // The only destination fails, then the publisher drops: a retry within the
+        // grace period must still find the session.
+        drop(member);
+        drop(publisher);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(fanouts.in_session(&path), "in the grace period");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!fanouts.in_session(&path), "the session ended with the grace period");
+        assert!(lock(&fanouts.map).is_empty(), "the fan-out retired");
     }
 
     #[tokio::test]

@@ -284,9 +284,13 @@ impl Destination for RtmpPush {
     async fn push(&mut self, live: &LiveSignal) -> Result<(), DestinationError> {
         if self.sub.is_none() {
             // Retrying after the shared writer dropped this destination: go on if the
-            // stream is still live, else wait for the next session.
+            // stream is live or in its grace period, else wait for the next session.
             let live_now = self.resubscribe().is_live();
-            if !live_now {
+            let in_grace = self
+                .group
+                .as_ref()
+                .is_some_and(|g| g.fanouts.in_session(&self.path));
+            if !live_now && !in_grace {
                 return Ok(());
             }
         } else if !self.cont.in_session() {
