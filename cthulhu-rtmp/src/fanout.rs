@@ -1126,7 +1126,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(fanouts.in_session(&path), "in the grace period");
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        assert!(!fanouts.in_session(&path), "the session ended with the grace period");
+        assert!(
+            !fanouts.in_session(&path),
+            "the session ended with the grace period"
+        );
         assert!(lock(&fanouts.map).is_empty(), "the fan-out retired");
     }
 
