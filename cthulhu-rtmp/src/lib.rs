@@ -4,6 +4,11 @@
 //! ([`server`]), a publishing client for pushes and probes ([`client`], [`push`]),
 //! RTMPS through rustls, and the conversion between RTMP messages and core frames
 //! ([`to_core`], [`from_core`]) with zero-copy chunking ([`chunk`]).
+//!
+//! Players of a stream, and the pushes of a stream in one [`PushGroup`], are written
+//! by one task per stream that chunks each message once and writes it to every
+//! socket without blocking (`fanout.rs`); a slow reader gets a bounded backlog and
+//! skips to the next keyframe.
 
 pub mod chunk;
 pub mod client;
