@@ -334,6 +334,8 @@ struct Player {
     /// The backlog's first message is partly written: it must be finished.
     head_started: bool,
     skipping: bool,
+    /// Even after dropping media the backlog is over the bound (see [`Player::send`]).
+    overrun: bool,
     dropped: u64,
     last_progress: Instant,
 }
@@ -352,6 +354,7 @@ impl Player {
             backlog_bytes: 0,
             head_started: false,
             skipping: false,
+            overrun: false,
             dropped: 0,
             last_progress: Instant::now(),
         }
@@ -376,7 +379,21 @@ impl Player {
 
     /// Delivers a batch: straight to the socket when nothing is pending, else through
     /// the backlog.
+    ///
+    /// Fails once even the messages that are never dropped (session answers,
+    /// metadata, codec configuration) exceed the queue bound: a peer that keeps
+    /// talking without reading cannot make its backlog grow without end.
     fn send(&mut self, msgs: &[Msg], config: &FanoutConfig, now: Instant) -> io::Result<()> {
+        self.send_now(msgs, config, now)?;
+        if self.overrun {
+            return Err(io::Error::other(
+                "messages that cannot be dropped outgrew the queue bound: the peer does not read",
+            ));
+        }
+        Ok(())
+    }
+
+    fn send_now(&mut self, msgs: &[Msg], config: &FanoutConfig, now: Instant) -> io::Result<()> {
         if self.backlog.is_empty() {
             let mut iov = [IoSlice::new(&[]); MAX_IOV];
             let mut taken: [usize; MAX_IOV] = [0; MAX_IOV];
@@ -480,6 +497,8 @@ impl Player {
             self.backlog.push_front(h);
         }
         self.backlog_bytes = self.backlog.iter().map(|m| m.data.len()).sum();
+        self.overrun =
+            self.backlog_bytes > config.queue_bytes || self.backlog.len() > config.queue_messages;
         self.dropped += dropped;
         self.skipping = true;
         debug!(
@@ -1210,6 +1229,26 @@ mod tests {
         assert!(ids.contains(&41) && ids.contains(&43) && ids.contains(&44));
         assert!(!ids.contains(&42), "media while skipping must be dropped");
         assert!(ids.len() < 40, "some media must have been dropped: {ids:?}");
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_talks_without_reading_is_dropped_at_the_bound() {
+        // Session answers (pings, acknowledgements) are never dropped, so a peer that
+        // sends requests and reads nothing is closed once they alone outgrow the bound.
+        let queue = 64 * 1024;
+        let (mut p, _client) = player(queue).await;
+        let cfg = config(queue);
+        let now = Instant::now();
+        let mut result = Ok(());
+        for id in 0..1000u32 {
+            result = p.send(&[msg((id % 250) as u8, 1024, Kind::Keep)], &cfg, now);
+            if result.is_err() {
+                break;
+            }
+        }
+        let err = result.expect_err("the backlog must not grow past the bound");
+        assert!(err.to_string().contains("does not read"), "{err}");
+        assert!(p.backlog_bytes <= queue + 1024 * 2, "{}", p.backlog_bytes);
     }
 
     #[tokio::test]
