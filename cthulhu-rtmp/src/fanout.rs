@@ -806,6 +806,7 @@ impl Fanout {
     /// Serializes one event once for every player.
     fn event(&mut self, ev: ContinuityEvent) {
         let resumed = matches!(ev, ContinuityEvent::Resumed(_));
+        let started = matches!(ev, ContinuityEvent::Started(_));
         match ev {
             ContinuityEvent::Started(info)
             | ContinuityEvent::Resumed(info)
@@ -824,7 +825,10 @@ impl Fanout {
                 }
                 let data = flatten(&mut self.segments);
                 let c = &mut self.catch_up;
-                c.has_video = info.video().is_some();
+                // A session starts with no tracks known (they come with the codec
+                // configuration, and metadata often comes first): video seen since
+                // counts as much as video announced.
+                c.has_video = info.video().is_some() || (c.has_video && !started);
                 c.metadata = Some(data.clone());
                 self.batch.push(Msg::keep(data));
                 self.batch_urgent = true;
@@ -838,6 +842,7 @@ impl Fanout {
                 let data = flatten(&mut self.segments);
                 let c = &mut self.catch_up;
                 let video = f.kind() == MediaKind::Video;
+                c.has_video |= video;
                 let kind = if f.flags.contains(FrameFlags::CONFIG) {
                     if video {
                         c.video_config = Some(data.clone());
@@ -1117,6 +1122,35 @@ mod tests {
         let (_late, _left) = fanouts.join(&path, 1, 4096, 2, sock, peer);
         let got = received(client).await;
         assert_eq!(frames_in(&got, 28), (25..28).collect::<Vec<u8>>());
+    }
+
+    #[tokio::test]
+    async fn a_place_taken_as_the_stream_starts_gets_its_first_keyframe() {
+        // A push reserves its place when the session starts, before the publisher has
+        // sent any codec configuration: the stream's info has no tracks yet.
+        let hub = Hub::new(cthulhu_core::HubConfig::default());
+        let path = StreamPath::new("live/starting").unwrap();
+        let fanouts = Fanouts::new(
+            hub.clone(),
+            FanoutConfig {
+                publishing: true,
+                grace: Duration::from_secs(10),
+                ..config(1 << 20)
+            },
+        );
+        let publisher = hub.publish(&path).unwrap();
+        let place = fanouts.reserve(&path, 1, 4096, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        publisher.set_metadata(Vec::new());
+        assert!(publisher.send(video_config()));
+        gops(&publisher, 0, 12);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (sock, peer, client) = socket_pair().await;
+        let (_member, _left) = place.join(sock, peer);
+        assert_eq!(
+            frames_in(&received(client).await, 12),
+            (0..12).collect::<Vec<u8>>()
+        );
     }
 
     #[tokio::test]

@@ -92,8 +92,10 @@ async fn restreams_to_two_nginx_destinations_and_plays() -> Result<()> {
         report.ensure_clean()?;
         assert_eq!(report.dimensions, Some((640, 360)));
         assert_eq!(report.sample_rate, Some(48_000));
+        // All of the 8 s from the first keyframe on: a destination that took longer
+        // than a GOP (1 s) to connect must not lose the start.
         assert!(
-            report.video_seconds > 7.0,
+            report.video_seconds > 7.5,
             "{name}: only {} s of video",
             report.video_seconds
         );
