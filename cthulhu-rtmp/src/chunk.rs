@@ -11,6 +11,7 @@ use std::io::{self, IoSlice};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Chunk stream for video messages (rml_rtmp uses 2 to 6).
 pub const CSID_VIDEO: u32 = 7;
@@ -173,25 +174,58 @@ pub async fn write_segments<W: AsyncWrite + Unpin + ?Sized>(
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        let mut left = n;
-        let mut done = 0;
-        for seg in segments.iter_mut() {
-            if left == 0 {
-                break;
-            }
-            if seg.len() <= left {
-                left -= seg.len();
-                done += 1;
-            } else {
-                seg.advance(left);
-                left = 0;
-            }
-        }
-        segments.drain(..done);
-        let empties = segments.iter().take_while(|s| s.is_empty()).count();
-        segments.drain(..empties);
+        consume(segments, n);
     }
     Ok(())
+}
+
+/// Removes the first `n` bytes of `segments` (what a write took), keeping the rest
+/// of a partly written segment.
+pub(crate) fn consume(segments: &mut Vec<Bytes>, n: usize) {
+    let mut left = n;
+    let mut done = 0;
+    for seg in segments.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        if seg.len() <= left {
+            left -= seg.len();
+            done += 1;
+        } else {
+            seg.advance(left);
+            left = 0;
+        }
+    }
+    segments.drain(..done);
+    let empties = segments.iter().take_while(|s| s.is_empty()).count();
+    segments.drain(..empties);
+}
+
+/// Joins one message's chunk segments into one buffer: the one copy per stream that
+/// lets every player's write take a single iovec per message.
+pub(crate) fn flatten(segments: &mut Vec<Bytes>) -> Bytes {
+    if segments.len() == 1 {
+        return segments.pop().unwrap_or_default();
+    }
+    let len = segments.iter().map(Bytes::len).sum();
+    let mut buf = BytesMut::with_capacity(len);
+    for s in segments.drain(..) {
+        buf.extend_from_slice(&s);
+    }
+    buf.freeze()
+}
+
+/// Reads what the socket has (waiting for it), without needing `&mut` to the socket
+/// that the fan-out also writes to.
+pub(crate) async fn read_some(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        sock.readable().await?;
+        match sock.try_read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

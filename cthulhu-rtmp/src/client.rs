@@ -23,7 +23,7 @@ use rml_rtmp::time::RtmpTimestamp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-use crate::chunk::write_segments;
+use crate::chunk::{consume, flatten, read_some, write_segments};
 use crate::error::{RtmpError, guarded};
 use crate::url::RtmpUrl;
 
@@ -485,7 +485,7 @@ impl PublishingClient {
             proto: self.proto,
             stream_id: self.stream_id,
             key: self.key,
-            read_buf: self.read_buf,
+            read_buf: vec![0; 8192],
         })
     }
 }
@@ -499,45 +499,27 @@ pub(crate) struct PlainPublisher {
     /// The message stream id the server gave us.
     pub(crate) stream_id: u32,
     key: String,
-    read_buf: BytesMut,
+    read_buf: Vec<u8>,
 }
 
 impl PlainPublisher {
     /// Control output waiting to be sent, as one buffer.
     pub(crate) fn take_output(&mut self) -> Option<Bytes> {
-        match self.proto.out.len() {
-            0 => None,
-            1 => self.proto.out.pop(),
-            _ => {
-                let mut buf = BytesMut::new();
-                for b in self.proto.out.drain(..) {
-                    buf.extend_from_slice(&b);
-                }
-                Some(buf.freeze())
-            }
-        }
+        (!self.proto.out.is_empty()).then(|| flatten(&mut self.proto.out))
     }
 
     /// Reads from the server like [`PublishingClient::poll_server`]; answers
     /// (acknowledgements, ping responses) are left for [`Self::take_output`].
     /// Cancel-safe.
     pub(crate) async fn poll_server(&mut self) -> Result<Option<ServerNotice>, RtmpError> {
-        loop {
-            self.sock.readable().await?;
-            if self.read_buf.capacity() - self.read_buf.len() < 4096 {
-                self.read_buf.reserve(8192);
-            }
-            match self.sock.try_read_buf(&mut self.read_buf) {
-                Ok(0) => return Err(RtmpError::Closed),
-                Ok(_) => {
-                    let data = self.read_buf.split();
-                    let msgs = self.proto.input(&data)?;
-                    return Ok(notice_of(msgs));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e.into()),
-            }
+        let n = read_some(&self.sock, &mut self.read_buf).await?;
+        if n == 0 {
+            return Err(RtmpError::Closed);
         }
+        let msgs = self
+            .proto
+            .input(self.read_buf.get(..n).unwrap_or_default())?;
+        Ok(notice_of(msgs))
     }
 
     /// Writes `unsent` (what the fan-out still owed) and, with `unpublish`,
@@ -554,25 +536,14 @@ impl PlainPublisher {
         while !unsent.is_empty() {
             self.sock.writable().await?;
             let iov: Vec<IoSlice<'_>> = unsent.iter().take(64).map(|b| IoSlice::new(b)).collect();
-            let mut n = match self.sock.try_write_vectored(&iov) {
+            let n = match self.sock.try_write_vectored(&iov) {
                 Ok(0) => return Err(RtmpError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e.into()),
             };
             drop(iov);
-            while n > 0 {
-                let Some(front) = unsent.first_mut() else {
-                    break;
-                };
-                if n >= front.len() {
-                    n -= front.len();
-                    unsent.remove(0);
-                } else {
-                    let _ = front.split_to(n);
-                    n = 0;
-                }
-            }
+            consume(&mut unsent, n);
         }
         let _ = socket2::SockRef::from(&*self.sock).shutdown(std::net::Shutdown::Write);
         Ok(())

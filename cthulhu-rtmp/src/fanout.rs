@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
 use cthulhu_core::{FrameFlags, Hub, MediaKind, StreamPath, Subscriber};
 use tokio::net::TcpStream;
@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::chunk::flatten;
 use crate::error::RtmpError;
 use crate::from_core::FromCore;
 use crate::push::sleep_until;
@@ -933,20 +934,6 @@ impl Fanout {
         self.batch_urgent = false;
         self.hold_until = None;
     }
-}
-
-/// Joins one message's chunk segments into one buffer: the one copy per stream that
-/// lets every player's write take a single iovec per message.
-fn flatten(segments: &mut Vec<Bytes>) -> Bytes {
-    if segments.len() == 1 {
-        return segments.pop().unwrap_or_default();
-    }
-    let len = segments.iter().map(Bytes::len).sum();
-    let mut buf = BytesMut::with_capacity(len);
-    for s in segments.drain(..) {
-        buf.extend_from_slice(&s);
-    }
-    buf.freeze()
 }
 
 #[cfg(test)]

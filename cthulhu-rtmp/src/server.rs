@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::chunk::{TYPE_AGGREGATE, write_segments};
+use crate::chunk::{TYPE_AGGREGATE, read_some, write_segments};
 use crate::error::{RtmpError, guarded};
 use crate::fanout::{FanoutConfig, Fanouts, Left, PLAYER_GRACE, PlayerHandle};
 use crate::to_core::{self, ToCore};
@@ -611,19 +611,6 @@ impl Connection {
 const READ_BUF: usize = 2048;
 /// Read buffer of a publishing connection.
 const PUBLISH_READ_BUF: usize = 16 * 1024;
-
-/// Reads what the socket has (waiting for it), without needing `&mut` to the socket
-/// that the fan-out also writes to.
-async fn read_some(sock: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        sock.readable().await?;
-        match sock.try_read(buf) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
 
 /// Bytes a client sends in the handshake (C0, C1, C2).
 const HANDSHAKE_BYTES: u64 = 1 + 1536 + 1536;
