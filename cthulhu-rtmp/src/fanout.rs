@@ -614,8 +614,6 @@ struct Fanout {
     /// Some player has a backlog (kept up to date by `deliver` and after commands,
     /// so the loop does not scan every player per message).
     backlogged: bool,
-    /// A publishing fan-out's stream just ended (its members were released).
-    ended: bool,
     /// Places held for members still connecting: while any is, the catch-up keeps
     /// every message rather than restarting at each keyframe.
     reserved: Vec<u64>,
@@ -647,7 +645,6 @@ impl Fanout {
             hold_until: None,
             catch_up: CatchUp::default(),
             backlogged: false,
-            ended: false,
             reserved: Vec::new(),
             in_session,
         }
@@ -664,9 +661,6 @@ impl Fanout {
                     self.command(cmd);
                     // Joins and session output can leave a backlog; commands are rare.
                     self.backlogged = self.players.iter().any(|p| !p.backlog.is_empty());
-                    if self.idle() && self.retire(&mut rx) {
-                        break;
-                    }
                 }
                 ev = self.cont.next(&mut self.sub) => {
                     let Some(ev) = ev else {
@@ -687,14 +681,6 @@ impl Fanout {
                     } else if self.hold_until.is_none() && !self.batch.is_empty() {
                         self.hold_until = Some(Instant::now() + hold);
                     }
-                    if self.ended {
-                        // A publishing fan-out released its members when the stream
-                        // ended; the next push session starts a new one.
-                        self.ended = false;
-                        if self.idle() && self.retire(&mut rx) {
-                            break;
-                        }
-                    }
                 }
                 _ = sleep_until(self.hold_until), if self.hold_until.is_some() => {
                     self.deliver();
@@ -702,6 +688,11 @@ impl Fanout {
                 _ = tokio::time::sleep(BACKLOG_TICK), if backlogged => {
                     self.deliver();
                 }
+            }
+            // Members leave on commands, on write errors, and (push fan-outs) when
+            // the stream ends.
+            if self.idle() && self.retire(&mut rx) {
+                break;
             }
         }
         debug!("Fan-out ended");
@@ -884,9 +875,6 @@ impl Fanout {
                 );
             }
             ContinuityEvent::Ended(_) => {
-                self.catch_up.gop.clear();
-                self.catch_up.gop_bytes = 0;
-                self.catch_up.gop_valid = false;
                 if self.owner.config.publishing {
                     self.catch_up = CatchUp::default();
                     // What is batched goes first, then every destination is told.
@@ -895,7 +883,10 @@ impl Fanout {
                         p.release(true);
                     }
                     self.backlogged = false;
-                    self.ended = true;
+                } else {
+                    self.catch_up.gop.clear();
+                    self.catch_up.gop_bytes = 0;
+                    self.catch_up.gop_valid = false;
                 }
             }
         }
@@ -1071,6 +1062,18 @@ mod tests {
         read_until_quiet(&mut client, Duration::from_millis(300)).await
     }
 
+    /// Push fan-outs on `hub` with the given grace period.
+    fn push_fanouts(hub: &Hub, grace: Duration) -> Arc<Fanouts> {
+        Fanouts::new(
+            hub.clone(),
+            FanoutConfig {
+                publishing: true,
+                grace,
+                ..config(1 << 20)
+            },
+        )
+    }
+
     async fn socket_pair() -> (Arc<TcpStream>, SocketAddr, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
@@ -1084,14 +1087,7 @@ mod tests {
         let path = StreamPath::new("live/held").unwrap();
         let publisher = hub.publish(&path).unwrap();
         assert!(publisher.send(video_config()));
-        let fanouts = Fanouts::new(
-            hub.clone(),
-            FanoutConfig {
-                publishing: true,
-                grace: Duration::from_secs(10),
-                ..config(1 << 20)
-            },
-        );
+        let fanouts = push_fanouts(&hub, Duration::from_secs(10));
         gops(&publisher, 0, 3);
         // A destination starts connecting; three more GOPs pass before it is ready.
         let place = fanouts.reserve(&path, 1, 4096, 1);
@@ -1117,14 +1113,7 @@ mod tests {
         // sent any codec configuration: the stream's info has no tracks yet.
         let hub = Hub::new(cthulhu_core::HubConfig::default());
         let path = StreamPath::new("live/starting").unwrap();
-        let fanouts = Fanouts::new(
-            hub.clone(),
-            FanoutConfig {
-                publishing: true,
-                grace: Duration::from_secs(10),
-                ..config(1 << 20)
-            },
-        );
+        let fanouts = push_fanouts(&hub, Duration::from_secs(10));
         let publisher = hub.publish(&path).unwrap();
         let place = fanouts.reserve(&path, 1, 4096, 1);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1147,14 +1136,7 @@ mod tests {
         let publisher = hub.publish(&path).unwrap();
         assert!(publisher.send(video_config()));
         gops(&publisher, 0, 5);
-        let fanouts = Fanouts::new(
-            hub.clone(),
-            FanoutConfig {
-                publishing: true,
-                grace: Duration::from_millis(800),
-                ..config(1 << 20)
-            },
-        );
+        let fanouts = push_fanouts(&hub, Duration::from_millis(800));
         let (sock, peer, _client) = socket_pair().await;
         let (member, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer);
         tokio::time::sleep(Duration::from_millis(100)).await;
