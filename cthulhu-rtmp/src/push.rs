@@ -192,9 +192,7 @@ impl RtmpPush {
                             finish(conn, unsent).await;
                             Ok(())
                         }
-                        Ok(Left::Failed(RtmpError::StallTimeout(secs))) => Err(DestinationError::Push(
-                            format!("destination accepted nothing for {secs} s"),
-                        )),
+                        Ok(Left::Failed(RtmpError::StallTimeout(secs))) => Err(stalled(secs)),
                         Ok(Left::Failed(e)) => Err(DestinationError::Push(e.to_string())),
                         Err(_) => Err(DestinationError::Push("the stream's writer stopped".into())),
                     };
@@ -244,12 +242,14 @@ impl RtmpPush {
         match tokio::time::timeout(self.cfg.write_timeout, client.write_media(out)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(DestinationError::Push(e.to_string())),
-            Err(_) => Err(DestinationError::Push(format!(
-                "destination accepted nothing for {} s",
-                self.cfg.write_timeout.as_secs()
-            ))),
+            Err(_) => Err(stalled(self.cfg.write_timeout.as_secs())),
         }
     }
+}
+
+/// A destination that took no bytes for the write timeout, by either writer.
+fn stalled(secs: u64) -> DestinationError {
+    DestinationError::Push(format!("destination accepted nothing for {secs} s"))
 }
 
 fn connect_error(e: RtmpError) -> DestinationError {
