@@ -6,7 +6,10 @@
 //! [`decode_check`]), an RTMP client (on rml_rtmp) that stops reading after
 //! `play` ([`StalledPlayer`]) and an in-memory S3 server ([`Moto`]); for RTMPS, a
 //! TLS-terminating nginx ([`Nginx::start_rtmps`]) with certificates of a throwaway
-//! CA ([`TestCa`]).
+//! CA ([`TestCa`]); and fault-injecting proxies to put between peers ([`fault`]:
+//! [`TcpFaultProxy`] with delay, jitter, bandwidth caps, blackholes, resets,
+//! half-open and refused connections; [`UdpFaultProxy`] with loss, delay, jitter,
+//! reordering, bandwidth caps and blackholes).
 //!
 //! Conventions:
 //!
@@ -28,6 +31,7 @@
 // plain value (e.g. `free_port() -> u16`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod fault;
 mod ffmpeg;
 mod moto;
 mod net;
@@ -37,6 +41,10 @@ mod process;
 mod stalled;
 mod tls;
 
+pub use fault::{
+    TcpFaultProxy, TcpFaults, TcpLink, TcpStats, UdpCounts, UdpFaultProxy, UdpFaults, UdpLink,
+    UdpStats,
+};
 pub use ffmpeg::{
     DecodeReport, Ffmpeg, ProbedStream, PublishOptions, decode_check, ffprobe_json,
     ffprobe_json_timeout, probe_streams,
