@@ -14,6 +14,7 @@ pub mod format;
 pub mod hub;
 pub mod model;
 pub mod policy;
+pub mod refusal;
 pub mod supervisor;
 
 pub use component::{ComponentError, Sink, Source};
@@ -24,3 +25,4 @@ pub use model::{
     StreamInfo, StreamPath, Timestamp, TrackId, TrackInfo,
 };
 pub use policy::{AccessRequest, Action, Decision, Protocol, Route, Router, Secret, StaticRouter};
+pub use refusal::RefusalLog;
