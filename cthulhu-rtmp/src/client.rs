@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 use crate::chunk::{consume, flatten, read_some, write_segments};
 use crate::error::{RtmpError, guarded};
+use crate::inbound::{InboundGuard, InboundLimits};
 use crate::url::RtmpUrl;
 
 /// A byte stream: TCP or TLS over TCP.
@@ -96,6 +97,8 @@ struct ClientProto {
     acked: u64,
     window: Option<u32>,
     epoch: Instant,
+    /// Bounds what the server sends before `de` parses it.
+    guard: InboundGuard,
 }
 
 /// Something the server told us while publishing.
@@ -156,6 +159,15 @@ impl ClientProto {
     /// acknowledgements (cumulative, as the specification says) and ping responses.
     fn input(&mut self, data: &[u8]) -> Result<Vec<MessagePayload>, RtmpError> {
         self.bytes_in += data.len() as u64;
+        // A destination sends commands only; all of it is checked before any is parsed.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.guard.check(rest)?;
+            rest = match rest.get(n..) {
+                Some(r) if n > 0 => r,
+                _ => return Err(RtmpError::Protocol("input guard made no progress".into())),
+            };
+        }
         let mut out = Vec::new();
         let mut input = data;
         loop {
@@ -164,7 +176,7 @@ impl ClientProto {
             let Some(payload) = next else { break };
             // A chunk size change applies to the very next chunk, so it is handled
             // before anything else is parsed.
-            match payload.to_rtmp_message() {
+            match decode(&payload) {
                 Ok(RtmpMessage::SetChunkSize { size }) => {
                     self.de
                         .set_max_chunk_size(size as usize)
@@ -204,6 +216,12 @@ impl ClientProto {
         }
         Ok(out)
     }
+}
+
+/// Decodes a message from the server; rml_rtmp can panic on some (a command of
+/// fewer than three values), which must end this connection, not the task.
+fn decode(m: &MessagePayload) -> Result<RtmpMessage, RtmpError> {
+    guarded("message from server", || m.to_rtmp_message())
 }
 
 async fn open(url: &RtmpUrl, cfg: &ClientConfig) -> Result<Box<dyn IoStream>, RtmpError> {
@@ -271,6 +289,7 @@ impl PublishingClient {
             acked: 0,
             window: None,
             epoch: Instant::now(),
+            guard: InboundGuard::new(InboundLimits::default()),
         };
         let packet = proto
             .ser
@@ -389,7 +408,7 @@ impl PublishingClient {
                     transaction_id,
                     command_object,
                     additional_arguments,
-                }) = m.to_rtmp_message()
+                }) = decode(&m)
                 {
                     if (command_name == "_result" || command_name == "_error")
                         && transaction_id == txn
@@ -420,7 +439,7 @@ impl PublishingClient {
                     command_name,
                     additional_arguments,
                     ..
-                }) = m.to_rtmp_message()
+                }) = decode(&m)
                 {
                     match command_name.as_str() {
                         "onStatus" => {
@@ -557,7 +576,7 @@ fn notice_of(msgs: Vec<MessagePayload>) -> Option<ServerNotice> {
             command_name,
             additional_arguments,
             ..
-        }) = m.to_rtmp_message()
+        }) = decode(&m)
             && command_name == "onStatus"
         {
             let (level, code, desc) = status_of(&additional_arguments);

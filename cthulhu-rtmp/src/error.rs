@@ -44,6 +44,34 @@ pub enum RtmpError {
     /// Converting media failed.
     #[error("media: {0}")]
     Media(String),
+    /// The peer broke a bound on its input (message size, AMF0 nesting, ...).
+    #[error("refused input: {0}")]
+    Inbound(#[from] crate::inbound::InboundError),
+    /// A connection limit (total, per address, handshakes in progress) was reached.
+    #[error("connection limit: {0}")]
+    Limit(&'static str),
+}
+
+impl RtmpError {
+    /// A short fixed name of the kind of error, for summaries of refused peers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RtmpError::Io(_) => "i/o error",
+            RtmpError::HandshakeTimeout => "handshake timed out",
+            RtmpError::Handshake(_) => "bad handshake",
+            RtmpError::Protocol(_) => "protocol error",
+            RtmpError::IdleTimeout(_) => "idle",
+            RtmpError::StallTimeout(_) => "stalled",
+            RtmpError::Refused(_) => "refused",
+            RtmpError::Closed => "closed",
+            RtmpError::InvalidUrl(_) => "invalid url",
+            RtmpError::Tls(_) => "tls error",
+            RtmpError::Timeout(_) => "timed out",
+            RtmpError::Media(_) => "bad media",
+            RtmpError::Inbound(_) => "input over a bound",
+            RtmpError::Limit(_) => "connection limit",
+        }
+    }
 }
 
 /// Runs an rml_rtmp call on untrusted input, turning both its errors and its panics

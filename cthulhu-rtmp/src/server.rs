@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use std::io;
 
+use crate::refusal_shim::RefusalLog;
 use bytes::Bytes;
 use cthulhu_core::{
     AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
@@ -34,6 +35,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::chunk::{TYPE_AGGREGATE, read_some, write_segments};
 use crate::error::{RtmpError, guarded};
 use crate::fanout::{FanoutConfig, Fanouts, Left, PLAYER_GRACE, PlayerHandle};
+use crate::inbound::{InboundGuard, InboundLimits};
+use crate::limits::{ConnLimits, Permit};
 use crate::to_core::{self, ToCore};
 
 /// Listener settings.
@@ -57,6 +60,17 @@ pub struct ServerConfig {
     /// half the CPU per delivered Gbit/s (see BENCHMARKS.md). Video, metadata and codec
     /// configuration never wait. Zero writes every batch at once.
     pub audio_hold: Duration,
+    /// Bounds on what a connection may send (message sizes before and after a publish
+    /// is accepted, AMF0 nesting).
+    pub inbound: InboundLimits,
+    /// Open connections at most; more are closed at once. Default 10,000.
+    pub max_connections: usize,
+    /// Open connections from one IP address at most. Default 1,000.
+    pub max_connections_per_ip: usize,
+    /// Connections still in the handshake or the command phase (not yet publishing or
+    /// playing) at most, across all peers; more are closed at once. Each such
+    /// connection is closed after `handshake_timeout`. Default 1,024.
+    pub max_pending: usize,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +82,10 @@ impl Default for ServerConfig {
             play_stall_timeout: Duration::from_secs(30),
             player_nodelay: false,
             audio_hold: Duration::from_millis(40),
+            inbound: InboundLimits::default(),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_pending: 1_024,
         }
     }
 }
@@ -79,6 +97,8 @@ struct Ctx {
     config: ServerConfig,
     next_id: AtomicU64,
     fanouts: Arc<Fanouts>,
+    limits: Arc<ConnLimits>,
+    refusals: RefusalLog,
 }
 
 /// A bound RTMP listener. Call [`RtmpServer::run`] to accept connections.
@@ -116,9 +136,15 @@ impl RtmpServer {
             ctx: Arc::new(Ctx {
                 hub,
                 router,
-                config,
                 next_id: AtomicU64::new(1),
                 fanouts,
+                limits: Arc::new(ConnLimits::new(
+                    config.max_connections,
+                    config.max_connections_per_ip,
+                    config.max_pending,
+                )),
+                refusals: RefusalLog::new("RTMP connections"),
+                config,
             }),
         })
     }
@@ -134,15 +160,31 @@ impl RtmpServer {
             tokio::select! {
                 res = self.listener.accept() => match res {
                     Ok((sock, peer)) => {
+                        let permit = match self.ctx.limits.admit(peer.ip()) {
+                            Ok(p) => p,
+                            Err(reason) => {
+                                // Closed at once, with a reset: nothing was read.
+                                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+                                drop(sock);
+                                self.ctx.refusals.refuse(peer.ip(), reason, format_args!("{peer}"));
+                                continue;
+                            }
+                        };
                         let id = self.ctx.next_id.fetch_add(1, Ordering::Relaxed);
                         let ctx = self.ctx.clone();
                         let stop = shutdown.clone();
                         let span = info_span!("rtmp", conn = id, peer = %peer);
                         tokio::spawn(
                             async move {
-                                match Connection::run(ctx, id, sock, peer, stop).await {
+                                let result = Connection::run(ctx.clone(), id, sock, peer, permit, stop).await;
+                                match result {
                                     Ok(()) => debug!("Connection closed"),
-                                    Err(e) => info!(error = %e, "Connection closed"),
+                                    // Before a publish or play was accepted the peer is
+                                    // anyone: its errors are summarised, not logged each.
+                                    // Logged where it was decided.
+                                    Err((RtmpError::Refused(e), false)) => debug!(error = %e, "Connection closed"),
+                                    Err((e, false)) => ctx.refusals.refuse(peer.ip(), e.kind(), format_args!("conn {id} {peer}: {e}")),
+                                    Err((e, true)) => info!(error = %e, "Connection closed"),
                                 }
                             }
                             .instrument(span),
@@ -198,6 +240,10 @@ struct Connection {
     peer: SocketAddr,
     sock: Arc<TcpStream>,
     session: ServerSession,
+    /// Bounds the input before `session` parses it.
+    guard: InboundGuard,
+    /// This connection's place in the listener's limits.
+    permit: Permit,
     out: Vec<Bytes>,
     publishing: Option<Publishing>,
     /// An accepted play request: the player joins the fan-out once the session's
@@ -211,13 +257,16 @@ struct Connection {
 }
 
 impl Connection {
+    /// Serves one connection. The error says whether the peer had been let publish
+    /// or play (`true`) or was still anyone (`false`).
     async fn run(
         ctx: Arc<Ctx>,
         id: u64,
         mut sock: TcpStream,
         peer: SocketAddr,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), RtmpError> {
+        permit: Permit,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), (RtmpError, bool)> {
         // Publishers and the command phase answer at once; players' sockets are set up
         // by the fan-out (Nagle on unless configured).
         let _ = sock.set_nodelay(true);
@@ -226,16 +275,21 @@ impl Connection {
             crate::handshake::run(&mut sock, PeerType::Server),
         )
         .await
-        .map_err(|_| RtmpError::HandshakeTimeout)??;
+        .map_err(|_| RtmpError::HandshakeTimeout)
+        .and_then(|r| r)
+        .map_err(|e| (e, false))?;
         let mut config = ServerSessionConfig::new();
         config.chunk_size = ctx.config.chunk_size;
-        let (session, initial) = guarded("session start", || ServerSession::new(config))?;
+        let (session, initial) =
+            guarded("session start", || ServerSession::new(config)).map_err(|e| (e, false))?;
         let mut conn = Connection {
             ctx: ctx.clone(),
             id,
             peer,
             sock: Arc::new(sock),
             session,
+            guard: InboundGuard::new(ctx.config.inbound),
+            permit,
             out: Vec::new(),
             publishing: None,
             play_accepted: None,
@@ -244,11 +298,22 @@ impl Connection {
             bytes_in: HANDSHAKE_BYTES,
         };
         conn.queue_results(initial);
+        let r = conn.serve(&leftover, shutdown).await;
+        r.map_err(|e| (e, conn.permit.is_authorized()))
+    }
+
+    async fn serve(
+        &mut self,
+        leftover: &[u8],
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), RtmpError> {
+        let conn = self;
+        let ctx = conn.ctx.clone();
         // Players only send acknowledgements and the odd command: a small buffer keeps
         // an idle player's footprint low; publishers get a larger one once publishing.
         let mut buf = vec![0u8; READ_BUF];
         if !leftover.is_empty() {
-            conn.handle_input(&leftover).await?;
+            conn.handle_input(leftover).await?;
         }
         let started = tokio::time::Instant::now();
         let mut last_read = tokio::time::Instant::now();
@@ -381,7 +446,24 @@ impl Connection {
         events
     }
 
-    async fn handle_input(&mut self, data: &[u8]) -> Result<(), RtmpError> {
+    /// Feeds input to the session, in pieces the guard has checked: a piece ends
+    /// after each command, whose answer (a publish accepted) may change the bounds.
+    async fn handle_input(&mut self, mut data: &[u8]) -> Result<(), RtmpError> {
+        while !data.is_empty() {
+            let n = self.guard.check(data)?;
+            let Some((now, rest)) = data.split_at_checked(n).filter(|_| n > 0) else {
+                return Err(RtmpError::Protocol("input guard made no progress".into()));
+            };
+            self.session_input(now).await?;
+            if self.closing.is_some() {
+                break;
+            }
+            data = rest;
+        }
+        Ok(())
+    }
+
+    async fn session_input(&mut self, data: &[u8]) -> Result<(), RtmpError> {
         self.bytes_in += data.len() as u64;
         let mut results = guarded("rtmp input", || self.session.handle_input(data))?;
         make_ack_cumulative(&mut results, self.bytes_in);
@@ -498,12 +580,12 @@ impl Connection {
     ) -> Result<Option<StreamPath>, RtmpError> {
         let (verb, busy_code, denied_code) = match action {
             Action::Publish => (
-                "Publish",
+                "publish refused",
                 "NetStream.Publish.BadName",
                 "NetStream.Publish.Unauthorized",
             ),
             Action::Play => (
-                "Play",
+                "play refused",
                 "NetStream.Play.Failed",
                 "NetStream.Play.StreamNotFound",
             ),
@@ -530,7 +612,8 @@ impl Connection {
         match self.ctx.router.authorize(&req).await {
             Decision::Allow(path) => Ok(Some(path)),
             Decision::Deny(reason) => {
-                warn!(app = %req.app, reason = %reason, "{verb} refused");
+                let detail = format_args!("conn {} app {}: {reason}", self.id, req.app);
+                self.ctx.refusals.refuse(self.peer.ip(), verb, detail);
                 self.refuse(request_id, denied_code, reason)?;
                 Ok(None)
             }
@@ -561,6 +644,8 @@ impl Connection {
         let r = guarded("accept publish", || self.session.accept_request(request_id))?;
         self.queue_results(r);
         info!(stream = %path, "Published");
+        self.guard.start_publishing();
+        self.permit.authorize();
         self.publishing = Some(Publishing {
             publisher,
             to_core: ToCore::new(),
@@ -593,6 +678,7 @@ impl Connection {
             .collect();
         self.queue_results(r);
         info!(stream = %path, "Player started");
+        self.permit.authorize();
         self.play_accepted = Some((path, stream_id));
         Ok(())
     }
