@@ -234,6 +234,23 @@ pub(crate) struct RtmpConfig {
     /// video message, so both leave in one write (`audio_hold_ms`, 0 to 1000).
     /// Default 40 ms.
     pub(crate) audio_hold: Duration,
+    /// Open RTMP connections at most (`max_connections`, 0 for no limit). Default
+    /// 10,000; further connections are closed at once.
+    pub(crate) max_connections: usize,
+    /// Open connections from one IP address at most (`max_connections_per_ip`, 0 for
+    /// no limit). Default 1,000.
+    pub(crate) max_connections_per_ip: usize,
+    /// Connections not yet publishing or playing (in the handshake or the command
+    /// phase), at most (`max_pending_connections`, 0 for no limit). Default 1,024;
+    /// each is closed after `handshake_timeout_secs`.
+    pub(crate) max_pending_connections: usize,
+    /// Largest message a connection may send before it publishes or plays, and
+    /// largest command or data message after (`max_command_kib`, 1 to 16384).
+    /// Default 64 KiB.
+    pub(crate) max_command_bytes: usize,
+    /// Largest audio or video message of a publisher (`max_media_message_kib`, 64 to
+    /// 16384). Default 8 MiB.
+    pub(crate) max_media_bytes: usize,
 }
 
 /// `[srt]`.
@@ -346,6 +363,11 @@ impl Default for RtmpConfig {
             play_stall_timeout: Duration::from_secs(30),
             player_nodelay: false,
             audio_hold: Duration::from_millis(40),
+            max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_pending_connections: 1_024,
+            max_command_bytes: 64 * 1024,
+            max_media_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -526,6 +548,11 @@ struct RawRtmp {
     play_stall_timeout_secs: Option<Spanned<i64>>,
     player_nodelay: Option<bool>,
     audio_hold_ms: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
+    max_pending_connections: Option<Spanned<i64>>,
+    max_command_kib: Option<Spanned<i64>>,
+    max_media_message_kib: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -986,6 +1013,41 @@ impl Checker<'_> {
                 .int(raw.audio_hold_ms.as_ref(), "rtmp.audio_hold_ms", 0..=1000)?
                 .map(Duration::from_millis)
                 .unwrap_or(d.audio_hold),
+            max_connections: self
+                .int(
+                    raw.max_connections.as_ref(),
+                    "rtmp.max_connections",
+                    0..=1_000_000,
+                )?
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: self
+                .int(
+                    raw.max_connections_per_ip.as_ref(),
+                    "rtmp.max_connections_per_ip",
+                    0..=1_000_000,
+                )?
+                .unwrap_or(d.max_connections_per_ip),
+            max_pending_connections: self
+                .int(
+                    raw.max_pending_connections.as_ref(),
+                    "rtmp.max_pending_connections",
+                    0..=1_000_000,
+                )?
+                .unwrap_or(d.max_pending_connections),
+            max_command_bytes: self
+                .int::<usize>(
+                    raw.max_command_kib.as_ref(),
+                    "rtmp.max_command_kib",
+                    1..=16_384,
+                )?
+                .map_or(d.max_command_bytes, |k| k * 1024),
+            max_media_bytes: self
+                .int::<usize>(
+                    raw.max_media_message_kib.as_ref(),
+                    "rtmp.max_media_message_kib",
+                    64..=16_384,
+                )?
+                .map_or(d.max_media_bytes, |k| k * 1024),
         })
     }
 

@@ -10,7 +10,7 @@ use cthulhu_core::hub::{
 use cthulhu_core::policy::{Route, StreamRule};
 use cthulhu_core::supervisor::{BackoffPolicy, Destination, Supervisor, SupervisorHandle};
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
-use cthulhu_rtmp::{PushConfig, PushGroup, RtmpPush, RtmpServer, ServerConfig};
+use cthulhu_rtmp::{InboundLimits, PushConfig, PushGroup, RtmpPush, RtmpServer, ServerConfig};
 use cthulhu_sinks::{
     Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
 };
@@ -145,6 +145,14 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         play_stall_timeout: cfg.rtmp.play_stall_timeout,
         player_nodelay: cfg.rtmp.player_nodelay,
         audio_hold: cfg.rtmp.audio_hold,
+        inbound: InboundLimits {
+            max_command_bytes: cfg.rtmp.max_command_bytes,
+            max_media_bytes: cfg.rtmp.max_media_bytes,
+            ..InboundLimits::default()
+        },
+        max_connections: cfg.rtmp.max_connections,
+        max_connections_per_ip: cfg.rtmp.max_connections_per_ip,
+        max_pending: cfg.rtmp.max_pending_connections,
     };
     let server = RtmpServer::bind(
         cfg.rtmp.listen,

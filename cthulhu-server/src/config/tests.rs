@@ -224,7 +224,8 @@ fn unknown_keys() {
     assert_error(
         "[rtmp]\nlisten_addr = \"127.0.0.1:1935\"\n",
         "cthulhu.toml:2:1: rtmp.listen_addr: unknown field `listen_addr`, expected one of \
-         `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`, `audio_hold_ms`",
+         `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`, `audio_hold_ms`, \
+         `max_connections`, `max_connections_per_ip`, `max_pending_connections`, `max_command_kib`, `max_media_message_kib`",
     );
     assert_error(
         "[hub]\n[srtx]\nlisten = 1\n",
@@ -794,5 +795,45 @@ path = "/opt/route.wasm"
     assert_error(
         "[[plugins]]\nkind = \"auth\"\npath = \"a.wasm\"\ntimeout_ms = 0\n",
         "cthulhu.toml:4:14: plugins[0].timeout_ms: 0 is out of range (1..=10000)",
+    );
+}
+
+#[test]
+fn rtmp_input_and_connection_limits() {
+    let d = Config::parse("", "cthulhu.toml").unwrap().rtmp;
+    assert_eq!(
+        (
+            d.max_connections,
+            d.max_connections_per_ip,
+            d.max_pending_connections,
+            d.max_command_bytes,
+            d.max_media_bytes
+        ),
+        (10_000, 1_000, 1_024, 64 * 1024, 8 * 1024 * 1024)
+    );
+    let c = Config::parse(
+        "[rtmp]\nmax_connections = 0\nmax_connections_per_ip = 5\nmax_pending_connections = 7\n\
+         max_command_kib = 128\nmax_media_message_kib = 16384\n",
+        "cthulhu.toml",
+    )
+    .unwrap()
+    .rtmp;
+    assert_eq!(
+        (
+            c.max_connections,
+            c.max_connections_per_ip,
+            c.max_pending_connections,
+            c.max_command_bytes,
+            c.max_media_bytes
+        ),
+        (0, 5, 7, 128 * 1024, 16 << 20)
+    );
+    assert_error(
+        "[rtmp]\nmax_media_message_kib = 16385\n",
+        "cthulhu.toml:2:25: rtmp.max_media_message_kib: 16385 is out of range (64..=16384)",
+    );
+    assert_error(
+        "[rtmp]\nmax_command_kib = 0\n",
+        "cthulhu.toml:2:19: rtmp.max_command_kib: 0 is out of range (1..=16384)",
     );
 }
