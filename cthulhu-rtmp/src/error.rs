@@ -68,7 +68,7 @@ impl RtmpError {
             RtmpError::Tls(_) => "tls error",
             RtmpError::Timeout(_) => "timed out",
             RtmpError::Media(_) => "bad media",
-            RtmpError::Inbound(_) => "input over a bound",
+            RtmpError::Inbound(_) => "refused input",
             RtmpError::Limit(_) => "connection limit",
         }
     }

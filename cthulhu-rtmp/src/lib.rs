@@ -28,7 +28,6 @@ mod handshake;
 pub mod inbound;
 mod limits;
 pub mod push;
-mod refusal_shim;
 pub mod server;
 pub mod tls;
 pub mod to_core;

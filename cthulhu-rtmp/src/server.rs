@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use std::io;
 
-use crate::refusal_shim::RefusalLog;
 use bytes::Bytes;
 use cthulhu_core::{
-    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, Router, Secret,
-    StreamPath,
+    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, RefusalLog, Router,
+    Secret, StreamPath,
 };
 use rml_rtmp::handshake::PeerType;
 use rml_rtmp::sessions::{
@@ -156,8 +155,12 @@ impl RtmpServer {
 
     /// Accepts connections until `shutdown` becomes true; connection tasks end with it.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        // Summaries of refused peers come out even when the refusals stop.
+        let mut summaries = tokio::time::interval(Duration::from_secs(1));
+        summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = summaries.tick() => self.ctx.refusals.flush(),
                 res = self.listener.accept() => match res {
                     Ok((sock, peer)) => {
                         let permit = match self.ctx.limits.admit(peer.ip()) {
@@ -166,7 +169,7 @@ impl RtmpServer {
                                 // Closed at once, with a reset: nothing was read.
                                 let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
                                 drop(sock);
-                                self.ctx.refusals.refuse(peer.ip(), reason, format_args!("{peer}"));
+                                self.ctx.refusals.refuse(peer.ip(), reason, format_args!("Connection from {peer} refused: {reason}"));
                                 continue;
                             }
                         };
@@ -179,11 +182,11 @@ impl RtmpServer {
                                 let result = Connection::run(ctx.clone(), id, sock, peer, permit, stop).await;
                                 match result {
                                     Ok(()) => debug!("Connection closed"),
-                                    // Before a publish or play was accepted the peer is
-                                    // anyone: its errors are summarised, not logged each.
                                     // Logged where it was decided.
                                     Err((RtmpError::Refused(e), false)) => debug!(error = %e, "Connection closed"),
-                                    Err((e, false)) => ctx.refusals.refuse(peer.ip(), e.kind(), format_args!("conn {id} {peer}: {e}")),
+                                    // Before a publish or play was accepted the peer is
+                                    // anyone: its errors are summarised, not logged each.
+                                    Err((e, false)) => ctx.refusals.refuse(peer.ip(), e.kind(), format_args!("Connection closed: {e}")),
                                     Err((e, true)) => info!(error = %e, "Connection closed"),
                                 }
                             }
@@ -580,12 +583,12 @@ impl Connection {
     ) -> Result<Option<StreamPath>, RtmpError> {
         let (verb, busy_code, denied_code) = match action {
             Action::Publish => (
-                "publish refused",
+                "Publish",
                 "NetStream.Publish.BadName",
                 "NetStream.Publish.Unauthorized",
             ),
             Action::Play => (
-                "play refused",
+                "Play",
                 "NetStream.Play.Failed",
                 "NetStream.Play.StreamNotFound",
             ),
@@ -612,8 +615,12 @@ impl Connection {
         match self.ctx.router.authorize(&req).await {
             Decision::Allow(path) => Ok(Some(path)),
             Decision::Deny(reason) => {
-                let detail = format_args!("conn {} app {}: {reason}", self.id, req.app);
-                self.ctx.refusals.refuse(self.peer.ip(), verb, detail);
+                let kind = match action {
+                    Action::Publish => "publish refused",
+                    Action::Play => "play refused",
+                };
+                let detail = format_args!("{verb} refused (app {}): {reason}", req.app);
+                self.ctx.refusals.refuse(self.peer.ip(), kind, detail);
                 self.refuse(request_id, denied_code, reason)?;
                 Ok(None)
             }

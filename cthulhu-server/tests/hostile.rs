@@ -267,3 +267,88 @@ async fn connection_limits_refuse_the_excess() -> Result<()> {
     publish_and_play(&srv).await?;
     Ok(())
 }
+
+/// One attacker's connection: a bad handshake, a deep or oversized `connect`, or
+/// garbage after the handshake. Errors are the server doing its job.
+async fn attack_once(port: u16, kind: usize) -> Result<()> {
+    match kind % 4 {
+        0 => {
+            // RTMP version 9, then noise.
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+            let mut c0c1 = vec![9u8; 1537];
+            c0c1[1..].fill(0xA5);
+            s.write_all(&c0c1).await?;
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await? > 0 {}
+        }
+        1 => {
+            let mut s = handshaken(port).await?;
+            let _ = s.write_all(&chunked(20, 0, &deep_connect(10_000))).await;
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await? > 0 {}
+        }
+        2 => {
+            let mut s = handshaken(port).await?;
+            // A compressed header on a chunk stream that never had a full one.
+            s.write_all(&[0xC5, 1, 2, 3]).await?;
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await? > 0 {}
+        }
+        _ => {
+            let mut s = handshaken(port).await?;
+            let mut h = vec![3, 0, 0, 0, 0xC0, 0, 0, 20, 0, 0, 0, 0];
+            h.extend_from_slice(&[5; 1024]);
+            let _ = s.write_all(&h).await;
+            let mut buf = [0u8; 4096];
+            while s.read(&mut buf).await? > 0 {}
+        }
+    }
+    Ok(())
+}
+
+/// A 20 s flood of hostile connections from many source ports, at the production
+/// log level: the log grows by a bounded amount (refusals summarised per reason),
+/// and a real publisher and player are served throughout.
+#[tokio::test]
+async fn a_connection_flood_cannot_fill_the_log() -> Result<()> {
+    let srv = Cthulhu::start_logging("info", &config(""), "").await?;
+    let before = srv.log().len();
+    let flood = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..6usize {
+        let port = srv.port;
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while t0.elapsed() < flood {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), attack_once(port, w + n as usize))
+                        .await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    // ffmpeg publishes and plays in the middle of the flood.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    publish_and_play(&srv).await?;
+    let mut attacks = 0;
+    for t in tasks {
+        attacks += t.await?;
+    }
+    // The last window's summaries.
+    srv.wait_for_log("Refused ", Duration::from_secs(12))
+        .await?;
+    let grown = srv.log().len() - before;
+    eprintln!("{attacks} hostile connections in {flood:?}; the log grew by {grown} bytes");
+    for l in srv.log().lines().filter(|l| l.contains("Refused ")) {
+        eprintln!("  {l}");
+    }
+    assert!(
+        attacks > 1000,
+        "only {attacks} attacks: the flood proves little"
+    );
+    assert!(grown < 1 << 20, "the log grew by {grown} bytes");
+    assert!(!srv.log().contains(KEY));
+    Ok(())
+}

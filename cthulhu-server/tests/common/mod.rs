@@ -37,11 +37,17 @@ impl Cthulhu {
 
     /// Like [`Self::start`], with `srt` as extra lines of the `[srt]` section.
     pub async fn start_with_srt(body: &str, srt: &str) -> Result<Self> {
+        Self::start_logging("info,cthulhu=debug", body, srt).await
+    }
+
+    /// Like [`Self::start_with_srt`], with the log filter `log` (the tests' default
+    /// adds debug lines; floods are measured at the production default, `info`).
+    pub async fn start_logging(log: &str, body: &str, srt: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let srt_port = free_udp_port();
         let config = format!(
-            "[server]\ndata_dir = \"{}\"\nlog = \"info,cthulhu=debug\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n{srt}\n",
+            "[server]\ndata_dir = \"{}\"\nlog = \"{log}\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n{srt}\n",
             dir.path().join("data").display()
         );
         let path = dir.path().join("cthulhu.toml");
