@@ -87,9 +87,11 @@ pub struct ListenerConfig {
     pub send_buffer_bytes: usize,
     /// Requested `SO_RCVBUF` and `SO_SNDBUF` of the UDP socket. Default 8 MiB.
     pub udp_buffer_bytes: usize,
-    /// How long a connection request may take from the first handshake packet
-    /// to the application's decision ([`Incoming::accept`](crate::Incoming::accept)
-    /// or [`reject`](crate::Incoming::reject)). Default 5 s.
+    /// How long a connection request may wait, from its conclusion, for the
+    /// application's decision ([`Incoming::accept`](crate::Incoming::accept)
+    /// or [`reject`](crate::Incoming::reject)); also the period of the
+    /// listener's SYN cookies (at least 1 s; a cookie is valid for one to two
+    /// periods after the induction). Default 5 s.
     pub handshake_timeout: Duration,
     /// A connection that receives nothing for this long is closed. Default 5 s.
     pub peer_idle_timeout: Duration,
@@ -97,8 +99,11 @@ pub struct ListenerConfig {
     /// `None` (default) follows the caller's `pbkeylen`. A caller asking for a
     /// different length is rejected with [`Reject::Unsecure`](crate::Reject::Unsecure).
     pub key_size: Option<u16>,
-    /// Connection requests in handshake at once (a flood of handshakes from
-    /// many addresses is capped here; extra requests are ignored). Default 256.
+    /// Connection requests waiting for a decision at once. Inductions cost no
+    /// state (they are answered with a SYN cookie); only a conclusion with a
+    /// valid cookie takes a slot, until the decision or `handshake_timeout`.
+    /// When all are taken, further requests are ignored (the caller repeats
+    /// its conclusion). Default 256.
     pub max_pending_handshakes: usize,
     /// Open connections at once; beyond it requests are rejected with
     /// [`Reject::Overload`](crate::Reject::Overload). Default 1024.

@@ -2,10 +2,16 @@
 //!
 //! No I/O here. srt-protocol 0.4.4 panics on parts of a conclusion handshake
 //! that any libsrt caller can send (congestion, packet filter and group
-//! extensions, mismatched key lengths), so the listener looks at the raw bytes
-//! first: it refuses what we do not support with a clear reason, strips what
-//! is harmless, and normalises the key-length field, so that srt-protocol only
-//! ever sees requests it handles.
+//! extensions, mismatched key lengths, an empty stream id), so the listener
+//! looks at the raw bytes first: it refuses what we do not support with a clear
+//! reason, strips what is harmless, and normalises the key-length field, the
+//! extension flags and the SRT flags (srt-protocol logs a warning for each
+//! oddity it finds, which a hostile caller could repeat at will), so that
+//! srt-protocol only ever sees requests it handles quietly.
+//!
+//! The listener answers inductions itself, statelessly
+//! ([`induction_response`]): srt-protocol's `Listen` is created only for a
+//! conclusion that carries a valid cookie.
 //!
 //! Layout (all big-endian): a 16-byte SRT header (`F|type`, reserved,
 //! additional info, timestamp, destination socket id), then the 48-byte
@@ -27,6 +33,18 @@ pub(crate) const HANDSHAKE_LEN: usize = HEADER_LEN + 48;
 pub(crate) const INDUCTION: i32 = 1;
 /// Handshake type of a caller's second packet and the listener's answer.
 pub(crate) const CONCLUSION: i32 = -1;
+
+/// Offset of the SYN cookie in a handshake packet.
+const COOKIE_AT: usize = HEADER_LEN + 28;
+/// `SRT_MAGIC_CODE`: the extension field of an HSv5 induction response.
+const SRT_MAGIC: u16 = 0x4A17;
+/// Extension flags of a conclusion: HSREQ, KMREQ, CONFIG (stream id and others).
+const EXT_FLAG_HS: u16 = 0x1;
+const EXT_FLAG_KM: u16 = 0x2;
+const EXT_FLAG_CONFIG: u16 = 0x4;
+/// The SRT flags srt-protocol knows (`SRTO_*` options up to packet filters);
+/// it warns about any other bit and ignores it.
+const KNOWN_SRT_FLAGS: u32 = 0xFF;
 
 const EXT_HSREQ: u16 = 1;
 const EXT_KMREQ: u16 = 3;
@@ -59,6 +77,8 @@ pub(crate) struct HandshakeHeader {
     pub(crate) shake_type: i32,
     /// The sender's socket id.
     pub(crate) socket_id: u32,
+    /// The SYN cookie.
+    pub(crate) cookie: i32,
 }
 
 /// Destination socket id of any SRT packet (`None` if shorter than a header).
@@ -78,7 +98,47 @@ pub(crate) fn handshake_header(d: &[u8]) -> Option<HandshakeHeader> {
         version: u32_at(d, HEADER_LEN)?,
         shake_type: i32::from_be_bytes(d.get(HEADER_LEN + 20..HEADER_LEN + 24)?.try_into().ok()?),
         socket_id: u32_at(d, HEADER_LEN + 24)?,
+        cookie: i32::from_be_bytes(d.get(COOKIE_AT..COOKIE_AT + 4)?.try_into().ok()?),
     })
+}
+
+/// The listener's HSv5 induction response to `request` (a handshake packet of
+/// at least [`HANDSHAKE_LEN`] bytes), built without srt-protocol and without
+/// state: what srt-protocol's `Listen` sends (the request's fixed part with
+/// version 5, no encryption, the SRT magic code, type induction, our socket id
+/// and the cookie), addressed to the caller's socket id, without extensions.
+pub(crate) fn induction_response(
+    request: &[u8],
+    cookie: i32,
+    our_sockid: u32,
+    ipv6: bool,
+) -> Option<Bytes> {
+    let hs = request.get(..HANDSHAKE_LEN)?;
+    let caller_sockid = u32_at(hs, HEADER_LEN + 24)?;
+    let mut out = BytesMut::from(hs);
+    // Control packet, type handshake; reserved and additional info zero; the
+    // caller's timestamp stays.
+    out[0..8].copy_from_slice(&[0x80, 0, 0, 0, 0, 0, 0, 0]);
+    out[12..16].copy_from_slice(&caller_sockid.to_be_bytes());
+    out[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&5u32.to_be_bytes());
+    out[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&[0, 0]);
+    out[HEADER_LEN + 6..HEADER_LEN + 8].copy_from_slice(&SRT_MAGIC.to_be_bytes());
+    // Initial sequence number, MTU and flow window are the caller's.
+    out[HEADER_LEN + 20..HEADER_LEN + 24].copy_from_slice(&INDUCTION.to_be_bytes());
+    out[HEADER_LEN + 24..HEADER_LEN + 28].copy_from_slice(&our_sockid.to_be_bytes());
+    set_cookie(&mut out, cookie);
+    // The peer address field as the caller gave it (an IPv4 address is one word).
+    if !ipv6 {
+        out[HEADER_LEN + 36..HANDSHAKE_LEN].fill(0);
+    }
+    Some(out.freeze())
+}
+
+/// Writes `cookie` into a handshake packet (no-op if `d` is too short).
+pub(crate) fn set_cookie(d: &mut [u8], cookie: i32) {
+    if let Some(field) = d.get_mut(COOKIE_AT..COOKIE_AT + 4) {
+        field.copy_from_slice(&cookie.to_be_bytes());
+    }
 }
 
 /// What the listener learned from a supported HSv5 conclusion request.
@@ -128,13 +188,19 @@ fn ext_string(content: &[u8]) -> String {
 pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
     let key_field = u16_at(d, HEADER_LEN + 4)
         .ok_or_else(|| unsupported(Reject::BadRequest, "truncated handshake"))?;
+    let flags_field = u16_at(d, HEADER_LEN + 6)
+        .ok_or_else(|| unsupported(Reject::BadRequest, "truncated handshake"))?;
     let mut encrypted = false;
     let mut km_key_len = None;
     let mut hs_flags = None;
+    // Offset of the SRT flags inside the HSREQ extension.
+    let mut hs_flags_at = None;
+    let mut has_sid = false;
     // Extension byte ranges srt-protocol may see; others are stripped.
     let mut kept: Vec<(usize, usize)> = Vec::new();
     let mut stripped = false;
     let mut at = HANDSHAKE_LEN;
+    let repeated = || unsupported(Reject::BadRequest, "repeated handshake extension");
     while d.len() >= at + 4 {
         let ext_type = u16_at(d, at).unwrap_or(0);
         let words = usize::from(u16_at(d, at + 2).unwrap_or(0));
@@ -147,16 +213,47 @@ pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
         };
         match ext_type {
             EXT_HSREQ => {
+                if hs_flags.is_some() {
+                    return Err(repeated());
+                }
+                // Version, flags, two latencies.
+                if content.len() < 12 {
+                    return Err(unsupported(
+                        Reject::BadRequest,
+                        "truncated SRT handshake extension (HSREQ)",
+                    ));
+                }
                 hs_flags = u32_at(content, 4);
+                hs_flags_at = Some(at + 8);
                 kept.push((at, end));
             }
             EXT_KMREQ => {
+                if encrypted {
+                    return Err(repeated());
+                }
+                // srt-protocol's minimum: four words before salt and keys.
+                if content.len() < 16 {
+                    return Err(unsupported(
+                        Reject::BadRequest,
+                        "truncated key material extension (KMREQ)",
+                    ));
+                }
                 encrypted = true;
                 // KLen/4 is byte 15 of the keying material message.
                 km_key_len = content.get(15).map(|k| u16::from(*k) * 4);
                 kept.push((at, end));
             }
-            EXT_SID => kept.push((at, end)),
+            EXT_SID => {
+                if has_sid {
+                    return Err(repeated());
+                }
+                // srt-protocol panics on an empty one.
+                if content.is_empty() {
+                    return Err(unsupported(Reject::BadRequest, "empty stream id extension"));
+                }
+                has_sid = true;
+                kept.push((at, end));
+            }
             EXT_CONGESTION => {
                 let name = ext_string(content);
                 if name != "live" {
@@ -233,17 +330,36 @@ pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
     };
 
     // srt-protocol compares our key length with the handshake's encryption
-    // field (and panics on a mismatch); the key material is what counts.
-    let fix_key_field = encrypted && field_len != key_size.bytes();
-    let packet = if stripped || fix_key_field {
+    // field (and panics on a mismatch); the key material is what counts. An
+    // unencrypted caller's field is only a wish: an invalid one becomes 0.
+    let fix_key_field = field_len != key_size.bytes();
+    // The extension flags say which extensions follow (srt-protocol warns
+    // about any mismatch and unknown bits); the SRT flags lose the bits
+    // srt-protocol would warn about and ignore.
+    let mut ext_flags = 0;
+    if hs_flags.is_some() {
+        ext_flags |= EXT_FLAG_HS;
+    }
+    if encrypted {
+        ext_flags |= EXT_FLAG_KM;
+    }
+    if has_sid {
+        ext_flags |= EXT_FLAG_CONFIG;
+    }
+    let fix_flags = flags_field != ext_flags || flags & !KNOWN_SRT_FLAGS != 0;
+    let packet = if stripped || fix_key_field || fix_flags {
         let mut out = BytesMut::with_capacity(d.len());
         out.extend_from_slice(&d[..HANDSHAKE_LEN]);
-        if fix_key_field {
-            let field = (key_size.bytes() >> 3).to_be_bytes();
-            out[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&field);
-        }
+        let field = (key_size.bytes() >> 3).to_be_bytes();
+        out[HEADER_LEN + 4..HEADER_LEN + 6].copy_from_slice(&field);
+        out[HEADER_LEN + 6..HEADER_LEN + 8].copy_from_slice(&ext_flags.to_be_bytes());
         for (start, end) in kept {
+            let out_start = out.len();
             out.put_slice(&d[start..end]);
+            if let Some(f) = hs_flags_at.filter(|f| (start..end).contains(f)) {
+                let f = out_start + (f - start);
+                out[f..f + 4].copy_from_slice(&(flags & KNOWN_SRT_FLAGS).to_be_bytes());
+            }
         }
         out.freeze()
     } else {
@@ -254,6 +370,28 @@ pub(crate) fn inspect_conclusion(d: &Bytes) -> Result<Conclusion, Unsupported> {
         encrypted,
         key_size,
     })
+}
+
+/// A short description of an srt-protocol handshake error. Never its
+/// `Display`: that quotes whole handshakes, stream ids (and keys) included.
+pub(crate) fn connect_error_kind(
+    e: &srt_protocol::protocol::pending_connection::ConnectError,
+) -> &'static str {
+    use srt_protocol::protocol::pending_connection::ConnectError as E;
+    match e {
+        E::ControlExpected(_) => "data packet instead of a handshake",
+        E::HandshakeExpected(_) => "control packet instead of a handshake",
+        E::InductionExpected(_) => "induction expected",
+        E::ConclusionExpected(_) => "conclusion expected",
+        E::UnexpectedHost(..) => "packet from an unexpected address",
+        E::UnsupportedProtocolVersion(_) => "unsupported handshake version",
+        E::InvalidHandshakeCookie(..) => "invalid cookie",
+        E::ExpectedHsReq | E::ExpectedHsResp => "unexpected handshake extension",
+        E::ExpectedExtFlags | E::ExpectedNoExtFlags => "unexpected extension flags",
+        E::ExpectedAccessControlResponse => "handshake packet while the request is decided",
+        E::ParseFailed(_) => "unparsable handshake",
+        _ => "unexpected handshake",
+    }
 }
 
 /// A handshake rejection answering `request` (a handshake packet of at least
@@ -327,12 +465,29 @@ pub(crate) mod tests {
         ext(EXT_KMREQ, &c)
     }
 
-    /// A conclusion request with the given key field and extensions.
+    /// The extension flags libsrt sets for these extensions.
+    fn ext_flags(exts: &[Vec<u8>]) -> u16 {
+        exts.iter()
+            .map(|e| match u16::from_be_bytes([e[0], e[1]]) {
+                EXT_HSREQ => EXT_FLAG_HS,
+                EXT_KMREQ => EXT_FLAG_KM,
+                EXT_SID | EXT_CONGESTION | EXT_FILTER | EXT_GROUP => EXT_FLAG_CONFIG,
+                _ => 0,
+            })
+            .fold(0, |a, b| a | b)
+    }
+
+    /// A conclusion request with the given key field and extensions (and the
+    /// extension flags that go with them).
     pub(crate) fn conclusion(key_field_bytes: u16, exts: &[Vec<u8>]) -> Bytes {
+        conclusion_with_flags(key_field_bytes, ext_flags(exts), exts)
+    }
+
+    fn conclusion_with_flags(key_field_bytes: u16, flags: u16, exts: &[Vec<u8>]) -> Bytes {
         let mut d = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0];
         d.extend_from_slice(&5u32.to_be_bytes());
         d.extend_from_slice(&(key_field_bytes >> 3).to_be_bytes());
-        d.extend_from_slice(&0x0005u16.to_be_bytes());
+        d.extend_from_slice(&flags.to_be_bytes());
         d.extend_from_slice(&1234u32.to_be_bytes()); // isn
         d.extend_from_slice(&1500u32.to_be_bytes());
         d.extend_from_slice(&8192u32.to_be_bytes());
@@ -498,5 +653,97 @@ pub(crate) mod tests {
             srt_protocol::packet::ShakeType::Rejection(Reject::Filter.to_protocol())
         );
         assert_eq!(rejection(&c[..20], Reject::Filter, 1), None);
+    }
+
+    #[test]
+    fn induction_response_is_what_srt_protocol_would_send() {
+        use srt_protocol::packet::{ControlTypes, Packet};
+        use srt_protocol::protocol::pending_connection::ConnectionResult;
+        use srt_protocol::protocol::pending_connection::listen::Listen;
+        use srt_protocol::settings::ConnInitSettings;
+
+        // libsrt's induction: HSv4, socket type datagram, no cookie.
+        let mut req = vec![0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x30, 0x39, 0, 0, 0, 0];
+        req.extend_from_slice(&4u32.to_be_bytes());
+        req.extend_from_slice(&2u32.to_be_bytes());
+        req.extend_from_slice(&0x0102_0304u32.to_be_bytes()); // isn
+        req.extend_from_slice(&1500u32.to_be_bytes());
+        req.extend_from_slice(&8192u32.to_be_bytes());
+        req.extend_from_slice(&INDUCTION.to_be_bytes());
+        req.extend_from_slice(&0x0A0B_0C0Du32.to_be_bytes()); // caller socket id
+        req.extend_from_slice(&0i32.to_be_bytes());
+        req.extend_from_slice(&[1, 0, 0, 127]);
+        req.extend_from_slice(&[0; 12]);
+        let peer = "127.0.0.1:5000".parse().unwrap();
+
+        let settings = ConnInitSettings::default();
+        let ours = settings.local_sockid.0;
+        let mut listen = Listen::new(settings, true);
+        let parsed = Packet::parse(&mut &req[..], false).unwrap();
+        let ConnectionResult::SendPacket((Packet::Control(resp), to)) =
+            listen.handle_packet(std::time::Instant::now(), Ok((parsed, peer)))
+        else {
+            panic!("no induction response")
+        };
+        assert_eq!(to, peer);
+        let ControlTypes::Handshake(hs) = &resp.control_type else {
+            panic!("not a handshake")
+        };
+        let mut expected = BytesMut::new();
+        Packet::Control(resp.clone()).serialize(&mut expected);
+
+        let got = induction_response(&req, hs.syn_cookie, ours, false).unwrap();
+        assert_eq!(&got[..], &expected[..]);
+        let h = handshake_header(&got).unwrap();
+        assert_eq!(h.shake_type, INDUCTION);
+        assert_eq!(h.dest_sockid, 0x0A0B_0C0D);
+        assert_eq!(h.cookie, hs.syn_cookie);
+        assert_eq!(induction_response(&req[..63], 1, 1, false), None);
+    }
+
+    #[test]
+    fn extensions_srt_protocol_panics_or_warns_on_are_refused_or_normalised() {
+        // An empty stream id (followed by anything) makes srt-protocol panic.
+        let empty_sid = conclusion(0, &[ext(EXT_SID, &[]), hsreq(0xBF)]);
+        let r = crate::guard::guarded("127.0.0.1:9".parse().unwrap(), "test", || {
+            srt_protocol::packet::Packet::parse(&mut &empty_sid[..], false).is_ok()
+        });
+        assert_eq!(
+            r, None,
+            "srt-protocol no longer panics on an empty stream id"
+        );
+        assert_eq!(
+            inspect_conclusion(&empty_sid).unwrap_err().reject,
+            Reject::BadRequest
+        );
+        for bad in [
+            conclusion(0, &[hsreq(0xBF), hsreq(0xBF)]),
+            conclusion(
+                0,
+                &[
+                    hsreq(0xBF),
+                    ext(EXT_SID, &ext_str("a")),
+                    ext(EXT_SID, &ext_str("b")),
+                ],
+            ),
+            conclusion(16, &[hsreq(0xBF), kmreq(16), kmreq(16)]),
+            conclusion(0, &[ext(EXT_HSREQ, &[0, 1, 5, 1, 0, 0, 0, 0xBF])]),
+            conclusion(
+                16,
+                &[hsreq(0xBF), ext(EXT_KMREQ, &[0x12, 0x20, 0x29, 0x01])],
+            ),
+        ] {
+            assert_eq!(
+                inspect_conclusion(&bad).unwrap_err().reject,
+                Reject::BadRequest
+            );
+        }
+        // Wrong extension flags, unknown SRT flags and an invalid key field of
+        // an unencrypted caller are rewritten.
+        let sid = ext(EXT_SID, &ext_str("#!::r=live/a"));
+        let odd = conclusion_with_flags(40, 0xFFF0, &[hsreq(0xFFFF_FFBF), sid.clone()]);
+        let got = inspect_conclusion(&odd).unwrap();
+        assert_eq!(got.packet, conclusion(0, &[hsreq(0xBF), sid]));
+        assert_eq!(got.key_size, KeySize::Unspecified);
     }
 }

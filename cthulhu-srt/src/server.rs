@@ -126,9 +126,31 @@ impl SrtServer {
     }
 }
 
-fn refuse(inc: Incoming, shown: &str, reason: Reject, why: &str) {
-    warn!(peer = %inc.peer(), stream_id = %shown, reason = %why, "SRT connection refused");
-    inc.reject(reason);
+/// Refuses through the listener's refusal log (rate-limited: a flood of bad
+/// requests costs a few lines per reason and window). `shown` is the redacted
+/// stream id; `detail` must not contain secrets.
+fn refuse(
+    inc: Incoming,
+    shown: &str,
+    reason: Reject,
+    why: &'static str,
+    detail: &dyn std::fmt::Display,
+) {
+    let peer = inc.peer();
+    inc.refuse(
+        reason,
+        why,
+        format_args!("SRT connection refused: {detail} (peer {peer}, stream id {shown:?})"),
+    );
+}
+
+/// Logs a failed accept unless the listener logged it already (a refusal, an
+/// expired request).
+fn accept_failed(peer: SocketAddr, path: &StreamPath, e: &SrtError) {
+    match e {
+        SrtError::Refused(_) | SrtError::RequestExpired | SrtError::InvalidPassphrase(_) => {}
+        e => warn!(peer = %peer, stream = %path, error = %e, "SRT handshake failed"),
+    }
 }
 
 async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtServerConfig>) {
@@ -137,7 +159,7 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
     let shown = redact(&raw);
     let req = match streamid::parse(inc.stream_id()) {
         Ok(r) => r,
-        Err(e) => return refuse(inc, &shown, Reject::BadRequest, &e.to_string()),
+        Err(e) => return refuse(inc, &shown, Reject::BadRequest, "bad stream id", &e),
     };
     let path = match router
         .authorize(&req.access_request(&raw, Some(peer)))
@@ -145,11 +167,11 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
     {
         Decision::Allow(p) => p,
         Decision::Deny(why) => {
-            let code = match req.action {
-                Action::Publish => Reject::Unauthorized,
-                Action::Play => Reject::NotFound,
+            let (code, refused) = match req.action {
+                Action::Publish => (Reject::Unauthorized, "publish not allowed"),
+                Action::Play => (Reject::NotFound, "play not allowed"),
             };
-            return refuse(inc, &shown, code, &why);
+            return refuse(inc, &shown, code, refused, &why);
         }
     };
     let passphrase = cfg.passphrases.passphrase(&path);
@@ -159,7 +181,8 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
                 inc,
                 &shown,
                 Reject::BadSecret,
-                "the stream is encrypted: a passphrase is required",
+                "encryption mismatch",
+                &"the stream is encrypted: a passphrase is required",
             );
         }
         (false, true) => {
@@ -167,7 +190,8 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
                 inc,
                 &shown,
                 Reject::BadSecret,
-                "the stream is not encrypted: connect without a passphrase",
+                "encryption mismatch",
+                &"the stream is not encrypted: connect without a passphrase",
             );
         }
         _ => {}
@@ -179,15 +203,13 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
                     inc,
                     &shown,
                     Reject::Conflict,
-                    "the stream already has a publisher",
+                    "stream already published",
+                    &"the stream already has a publisher",
                 );
             }
             let conn = match inc.accept(passphrase).await {
                 Ok(c) => c,
-                Err(e) => {
-                    warn!(peer = %peer, stream = %path, error = %e, "SRT handshake failed");
-                    return;
-                }
+                Err(e) => return accept_failed(peer, &path, &e),
             };
             let publisher = match hub.publish(&path) {
                 Ok(p) => p,
@@ -203,10 +225,7 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
         Action::Play => {
             let conn = match inc.accept(passphrase).await {
                 Ok(c) => c,
-                Err(e) => {
-                    warn!(peer = %peer, stream = %path, error = %e, "SRT handshake failed");
-                    return;
-                }
+                Err(e) => return accept_failed(peer, &path, &e),
             };
             info!(peer = %peer, stream = %path, "SRT player connected");
             let why = play(conn, &hub, &path, &cfg).await;
