@@ -19,6 +19,7 @@ use crate::config::CallerConfig;
 use crate::connection::{self, Shared, SrtConnection};
 use crate::error::SrtError;
 use crate::guard::guarded;
+use crate::handshake;
 use crate::reject::Reject;
 use crate::socket::bind_udp;
 use crate::streamid::redact as redact_stream_id;
@@ -52,6 +53,7 @@ pub async fn connect(cfg: CallerConfig) -> Result<SrtConnection, SrtError> {
     let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
     let mut retry = tokio::time::interval(RETRY);
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut not_handled = 0u64;
     loop {
         let result = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
@@ -119,7 +121,18 @@ pub async fn connect(cfg: CallerConfig) -> Result<SrtConnection, SrtError> {
                 return Ok(conn);
             }
             ConnectionResult::NotHandled(e) => {
-                debug!(peer = %remote, error = %e, "SRT handshake packet not handled");
+                // Anyone can send these (spoofing the listener's address): log
+                // a few, and never the error's Display (it quotes whole
+                // handshakes, stream ids included).
+                not_handled += 1;
+                if not_handled.is_power_of_two() {
+                    debug!(
+                        peer = %remote,
+                        error = handshake::connect_error_kind(&e),
+                        count = not_handled,
+                        "SRT handshake packet not handled"
+                    );
+                }
             }
             ConnectionResult::Failure(e) => return Err(e.into()),
             ConnectionResult::NoAction | ConnectionResult::RequestAccess(_) => {}
@@ -136,6 +149,7 @@ async fn read_socket(
     shared: Arc<Shared>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut errors = 0u64;
     loop {
         tokio::select! {
             _ = inbound.closed() => break,
@@ -151,7 +165,10 @@ async fn read_socket(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    debug!(peer = %peer, error = %e, "SRT receive error");
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        debug!(peer = %peer, error = %e, count = errors, "SRT receive error");
+                    }
                     if e.kind() != ErrorKind::ConnectionRefused {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }

@@ -321,6 +321,7 @@ pub(crate) fn spawn(
         data: data_tx,
         shared: shared.clone(),
         done: done_tx,
+        ignored: 0,
     };
     tokio::spawn(driver.run());
     SrtConnection {
@@ -383,6 +384,10 @@ struct Driver {
     data: mpsc::Sender<Bytes>,
     shared: Arc<Shared>,
     done: watch::Sender<bool>,
+    /// Datagrams ignored (unhandled control packets, unparsable packets),
+    /// logged only at powers of two: the peer (or anyone spoofing its
+    /// address) decides how many there are.
+    ignored: u64,
 }
 
 /// What one step of srt-protocol produced.
@@ -599,17 +604,33 @@ impl Driver {
     fn handle_datagram(&mut self, now: Instant, d: Bytes) -> bool {
         let peer = self.peer;
         if let Some(kind) = unhandled_control(&d) {
-            debug!(peer = %peer, kind, "SRT control packet srt-protocol cannot handle; ignored");
+            self.ignored += 1;
+            if self.ignored.is_power_of_two() {
+                debug!(peer = %peer, kind, ignored = self.ignored, "SRT control packet srt-protocol cannot handle; ignored");
+            }
             return true;
         }
         let conn = &mut self.conn;
-        guarded(peer, "handling a packet", || {
+        let parsed = guarded(peer, "handling a packet", || {
             match Packet::parse(&mut &d[..], peer.is_ipv6()) {
-                Ok(p) => conn.handle_packet_input(now, Ok((p, peer))),
-                Err(e) => debug!(peer = %peer, error = %e, "Unparsable SRT packet ignored"),
+                Ok(p) => {
+                    conn.handle_packet_input(now, Ok((p, peer)));
+                    None
+                }
+                Err(e) => Some(e),
             }
-        })
-        .is_some()
+        });
+        match parsed {
+            None => false,
+            Some(None) => true,
+            Some(Some(e)) => {
+                self.ignored += 1;
+                if self.ignored.is_power_of_two() {
+                    debug!(peer = %peer, error = %e, ignored = self.ignored, "Unparsable SRT packet ignored");
+                }
+                true
+            }
+        }
     }
 
     /// Hands a message (or the end of the stream) to srt-protocol. `false` if

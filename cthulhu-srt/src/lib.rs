@@ -23,6 +23,13 @@
 //!   behind and messages for a reader that falls behind are dropped and
 //!   counted ([`ConnectionStats`]), never waited on; the handshake table is
 //!   capped and entries time out.
+//! * No state before a valid SYN cookie: inductions are answered statelessly
+//!   and forged conclusions cost nothing but a counter.
+//! * Bounded logs: every refusal a remote peer can cause (garbage, bad cookies,
+//!   wrong versions, unsupported or refused requests, full tables, timeouts) goes
+//!   through the listener's [`RefusalLog`](cthulhu_core::RefusalLog) (a few lines
+//!   per reason, then a summary every 10 s); panics of srt-protocol and per-packet
+//!   debug lines are rate-limited too. Stream ids are logged only redacted.
 //!
 //! Buffers: srt-protocol's default 46 KB send buffer overflows on the first
 //! keyframe and the sender never recovers. Our defaults (12 MiB SRT buffers,
