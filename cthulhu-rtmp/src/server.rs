@@ -184,6 +184,8 @@ impl RtmpServer {
                                     Ok(()) => debug!("Connection closed"),
                                     // Logged where it was decided.
                                     Err((RtmpError::Refused(e), false)) => debug!(error = %e, "Connection closed"),
+                                    // A port check (a load balancer's, a test's).
+                                    Err((RtmpError::Closed, false)) => debug!("Connection closed by the peer before a request"),
                                     // Before a publish or play was accepted the peer is
                                     // anyone: its errors are summarised, not logged each.
                                     Err((e, false)) => ctx.refusals.refuse(peer.ip(), e.kind(), format_args!("Connection closed: {e}")),

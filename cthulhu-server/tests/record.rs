@@ -305,3 +305,173 @@ async fn segments_rotate_on_keyframes() -> Result<()> {
     assert!((total - 14.0).abs() <= 0.5, "segments cover {total} s");
     Ok(())
 }
+
+/// SIGTERM while recording to S3: the server finishes the segment (last part
+/// uploaded, multipart upload completed) before it exits, and the object plays.
+#[tokio::test]
+async fn sigterm_completes_an_s3_recording() -> Result<()> {
+    let moto = Moto::start(free_port(), PART_KIB * 1024).await?;
+    moto.create_bucket(BUCKET).await?;
+    let body = format!(
+        "{}{}",
+        s3_storage(&moto, ""),
+        stream(
+            "[[streams.record]]\nstorage = \"archive\"\nformat = \"fmp4\"\nname = \"{path}/{seq}.mp4\"\n"
+        )
+    );
+    let mut srv = Cthulhu::start(&body).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(30.0)).await?;
+    srv.wait_for_log("Recording segment started", Duration::from_secs(15))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let pid = srv.proc.pid().to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await?;
+    let status = srv.proc.wait_timeout(Duration::from_secs(30)).await?;
+    assert!(status.success(), "exit {status:?}\n{}", srv.log());
+    let _ = publisher.wait(Duration::from_secs(10)).await;
+    let log = srv.log();
+    assert!(log.contains("Segment finished"), "{log}");
+    let work = tempfile::tempdir()?;
+    let objects = download(&*bucket(&moto)?, "rec/live/studio/", work.path()).await?;
+    let [(name, size, file)] = objects.as_slice() else {
+        bail!("expected one object, got {objects:?}\n{log}");
+    };
+    let report = decode_check(file.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    eprintln!("{name}: {size} bytes, {} s", report.video_seconds);
+    report.ensure_clean()?;
+    assert!(
+        report.video_seconds >= 5.0,
+        "{} s of about 6 recorded",
+        report.video_seconds
+    );
+    assert!(starts_on_keyframe(file).await?);
+    Ok(())
+}
+
+/// A tmpfs mounted for one test and unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `kib` KiB, or says why it cannot (not root, no mount).
+    fn mount(kib: u64) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A local recording on a filesystem that fills up: a clear error event, the
+/// segment is closed cleanly (what was written plays), the publisher and a push
+/// destination are unaffected, and the recording resumes (with backoff) once there
+/// is space again.
+#[tokio::test]
+async fn a_full_disk_stops_the_recording_and_nothing_else() -> Result<()> {
+    let disk = match SmallDisk::mount(3 * 1024) {
+        Ok(d) => d,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot mount a small tmpfs here: {why}");
+            return Ok(());
+        }
+    };
+    let dest = cthulhu_testkit::Nginx::start_rtmp(free_port()).await?;
+    let body = format!(
+        "[storage.small]\nurl = \"{}\"\n{}[[streams.push]]\nname = \"dest\"\nurl = \"{}\"\n",
+        disk.dir.path().display(),
+        stream(
+            "[[streams.record]]\nstorage = \"small\"\nformat = \"fmp4\"\nname = \"{seq}.mp4\"\n"
+        ),
+        dest.url("full")
+    );
+    let srv = Cthulhu::start(&body).await?;
+    let opts = PublishOptions {
+        video_bitrate_kbps: 2500,
+        ..PublishOptions::seconds(24.0)
+    };
+    let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
+    // 3 MiB at about 330 kB/s fills in about 9 s.
+    srv.wait_for_log("Recording failed", Duration::from_secs(20))
+        .await?;
+    let failed = srv.log();
+    assert!(failed.contains("No space left on device"), "{failed}");
+    // What was written before the disk filled plays: it is moved off the disk,
+    // which frees the space, and the retried recording goes on.
+    // (Cutting the torn fragment off frees a little space: a retry may have written
+    // a short segment since; it goes too.)
+    let files = files_under(disk.dir.path());
+    let Some(file) = files.first() else {
+        bail!("nothing recorded:\n{failed}");
+    };
+    let kept = tempfile::tempdir()?;
+    let first_path = kept.path().join("first.mp4");
+    std::fs::copy(file, &first_path)?;
+    for f in &files {
+        std::fs::remove_file(f)?;
+    }
+    publisher.wait_success(Duration::from_secs(60)).await?;
+    srv.wait_for_log("Stream over: unpublishing", Duration::from_secs(20))
+        .await?;
+    let log = srv.log();
+    for l in log
+        .lines()
+        .filter(|l| l.contains("Recording") || l.contains("Segment"))
+    {
+        eprintln!("  {l}");
+    }
+    let first = decode_check(
+        first_path.to_str().unwrap_or_default(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    first.ensure_clean()?;
+    assert!(
+        first.video_seconds >= 6.0,
+        "{} s before the disk filled",
+        first.video_seconds
+    );
+    // The push destination got the whole stream without a pause.
+    let rec = dest.recording_path("full");
+    let report = decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+    report.ensure_clean()?;
+    let (gap, span) = common::video_gaps(&rec).await?;
+    assert!(
+        span > 23.0 && gap < 0.5,
+        "destination: {span} s, gap {gap} s"
+    );
+    // Once there was space again, recording resumed in a new segment.
+    let later = files_under(disk.dir.path());
+    let mut resumed = 0.0;
+    for f in &later {
+        let r = decode_check(f.to_str().unwrap_or_default(), Duration::from_secs(30)).await?;
+        r.ensure_clean()?;
+        resumed += r.video_seconds;
+    }
+    eprintln!(
+        "before the disk filled: {} s; after space was freed: {resumed} s in {} files",
+        first.video_seconds,
+        later.len()
+    );
+    assert!(resumed >= 3.0, "{resumed} s recorded after space was freed");
+    Ok(())
+}

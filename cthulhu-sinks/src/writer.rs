@@ -6,7 +6,8 @@
 //! - [`FileWriter`] writes straight into the final file (created with `create_new`,
 //!   never overwriting), one `write` call per batch of muxed output, so after a
 //!   `SIGKILL` the file holds everything written up to the last complete fragment,
-//!   packet or tag. It is synced to disk when the segment ends. (`object_store`'s
+//!   packet or tag; a failed write (a full disk) is cut back to the last whole one.
+//!   It is synced to disk when the segment ends. (`object_store`'s
 //!   local store stages into a temporary file and renames it on completion: a killed
 //!   process would leave nothing playable.)
 //! - [`ObjectWriter`](crate::upload::ObjectWriter) cuts the bytes into fixed-size
@@ -102,16 +103,18 @@ impl SegmentWriter for FileWriter {
         if data.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all(&data)
-            .await
-            .map_err(|e| self.io_error("write", e))?;
         // tokio's File hands writes to a blocking thread: flushing waits until the
         // bytes are in the file, so a killed process keeps them.
-        self.file
-            .flush()
-            .await
-            .map_err(|e| self.io_error("write", e))?;
+        let written = match self.file.write_all(&data).await {
+            Ok(()) => self.file.flush().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // A partly written batch (a full disk) would leave a torn fragment at the
+            // end: cut the file back to the last whole one, so it plays cleanly.
+            let _ = self.file.set_len(self.bytes).await;
+            return Err(self.io_error("write", e));
+        }
         self.bytes += data.len() as u64;
         Stats::add(&self.stats.bytes_written, data.len() as u64);
         Ok(())
