@@ -78,6 +78,9 @@ pub enum Amf0Error {
 pub struct Scanned {
     /// Values seen, nested ones included.
     pub values: usize,
+    /// Values at the top level (a command has its name, transaction id and command
+    /// object there, then its arguments).
+    pub top_level: usize,
     /// Deepest nesting seen.
     pub depth: usize,
     /// False when the body is malformed: rml_amf0 will refuse it at the point where
@@ -148,6 +151,7 @@ pub fn check(data: &[u8], limits: &Amf0Limits) -> Result<Scanned, Amf0Error> {
     let mut stack: Vec<Open> = Vec::new();
     let mut scanned = Scanned {
         values: 0,
+        top_level: 0,
         depth: 0,
         complete: true,
     };
@@ -198,6 +202,9 @@ pub fn check(data: &[u8], limits: &Amf0Limits) -> Result<Scanned, Amf0Error> {
             }
         };
         scanned.values += 1;
+        if stack.is_empty() {
+            scanned.top_level += 1;
+        }
         if scanned.values > limits.max_values {
             return Err(Amf0Error::TooManyValues {
                 limit: limits.max_values,
@@ -304,7 +311,10 @@ mod tests {
     fn depth_is_measured_exactly_at_the_bound() {
         let limits = Amf0Limits::default();
         let ok = check(&nested_objects(32), &limits).unwrap();
-        assert_eq!((ok.depth, ok.values, ok.complete), (32, 32, true));
+        assert_eq!(
+            (ok.depth, ok.values, ok.top_level, ok.complete),
+            (32, 32, 1, true)
+        );
         assert_eq!(
             check(&nested_objects(33), &limits),
             Err(Amf0Error::TooDeep { limit: 32 })
@@ -400,7 +410,10 @@ mod tests {
         ];
         let bytes = rml_amf0::serialize(&values).unwrap();
         let s = check(&bytes, &Amf0Limits::default()).unwrap();
-        assert_eq!((s.values, s.depth, s.complete), (11, 3, true));
+        assert_eq!(
+            (s.values, s.top_level, s.depth, s.complete),
+            (11, 4, 3, true)
+        );
     }
 
     #[test]

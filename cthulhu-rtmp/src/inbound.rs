@@ -11,7 +11,8 @@
 //! * a message longer than the connection's current bound, as soon as its header is
 //!   read: small ([`InboundLimits::max_command_bytes`]) until a publish is accepted,
 //!   then [`InboundLimits::max_media_bytes`] for audio, video and aggregates;
-//! * an AMF0 body that nests too deep or holds too many values;
+//! * an AMF0 body that nests too deep or holds too many values, and a command of
+//!   fewer than three values (rml_rtmp panics on one);
 //! * more distinct chunk streams than [`InboundLimits::max_chunk_streams`];
 //! * chunks of two messages interleaved, and a header in the middle of a message that
 //!   changes its length or type: rml_rtmp keeps one message in progress and would
@@ -57,6 +58,10 @@ pub struct InboundLimits {
     pub max_chunk_streams: usize,
     /// Bounds of each AMF0 body.
     pub amf0: Amf0Limits,
+    /// Fewest top-level values a command may hold. Default 3 (name, transaction id,
+    /// command object): rml_rtmp's session panics on fewer. A client that decodes
+    /// each message on its own (and ignores what fails) may set 0.
+    pub min_command_values: usize,
 }
 
 impl Default for InboundLimits {
@@ -66,6 +71,7 @@ impl Default for InboundLimits {
             max_media_bytes: 8 * 1024 * 1024,
             max_chunk_streams: 64,
             amf0: Amf0Limits::default(),
+            min_command_values: 3,
         }
     }
 }
@@ -94,6 +100,15 @@ pub enum InboundError {
         type_id: u8,
         /// The bound it broke.
         source: Amf0Error,
+    },
+    /// A command without a name, transaction id and command object (rml_rtmp
+    /// panics on one).
+    #[error("command message of type {type_id} holds only {values} values")]
+    ShortCommand {
+        /// Its type id.
+        type_id: u8,
+        /// Its top-level values.
+        values: usize,
     },
     /// Too many distinct chunk stream ids.
     #[error("more than {limit} chunk streams")]
@@ -361,8 +376,15 @@ impl InboundGuard {
             }
             self.chunk_size = size as usize;
         } else if let Some(amf) = amf0::decoded_body(type_id, &body) {
-            amf0::check(amf, &self.limits.amf0)
+            let scanned = amf0::check(amf, &self.limits.amf0)
                 .map_err(|source| InboundError::Amf0 { type_id, source })?;
+            let command = matches!(type_id, ty::COMMAND_AMF0 | ty::COMMAND_AMF3);
+            if command && scanned.complete && scanned.top_level < self.limits.min_command_values {
+                return Err(InboundError::ShortCommand {
+                    type_id,
+                    values: scanned.top_level,
+                });
+            }
         }
         Ok(())
     }
@@ -633,6 +655,30 @@ mod tests {
     }
 
     #[test]
+    fn a_short_command_is_refused() {
+        let body = rml_amf0::serialize(&vec![
+            rml_amf0::Amf0Value::Utf8String("connect".into()),
+            rml_amf0::Amf0Value::Number(1.0),
+        ])
+        .unwrap();
+        // rml_rtmp itself panics on it.
+        let p = payload(20, 0, body);
+        assert!(std::panic::catch_unwind(|| p.to_rtmp_message()).is_err());
+        let m = ChunkSerializer::new()
+            .serialize(&p, false, false)
+            .unwrap()
+            .bytes;
+        let mut g = InboundGuard::new(InboundLimits::default());
+        assert_eq!(
+            g.check(&m),
+            Err(InboundError::ShortCommand {
+                type_id: 20,
+                values: 2
+            })
+        );
+    }
+
+    #[test]
     fn a_zero_chunk_size_is_refused() {
         let mut ser = ChunkSerializer::new();
         let m = ser
@@ -720,6 +766,7 @@ mod tests {
                 max_media_bytes: 250,
                 max_chunk_streams: 3,
                 amf0: Amf0Limits { max_depth: 2, max_values: 20 },
+                min_command_values: 0,
             };
             let mut bytes = Vec::new();
             for (fmt, csid, ts, len, type_id, body) in &chunks {

@@ -30,11 +30,17 @@ use crate::config::{
 };
 use crate::store::Store;
 
-/// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then `info`.
+/// The log filter when neither `RUST_LOG` nor the config sets one. srt-protocol warns
+/// per packet about what established peers send (through the `log` crate), so only
+/// its errors are shown.
+const DEFAULT_LOG: &str = "info,srt_protocol=error";
+
+/// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then
+/// [`DEFAULT_LOG`].
 pub(crate) fn init_tracing(default: Option<&str>) {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default.unwrap_or("info")))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+        .or_else(|_| EnvFilter::try_new(default.unwrap_or(DEFAULT_LOG)))
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -42,8 +48,19 @@ pub(crate) fn init_tracing(default: Option<&str>) {
         .try_init();
     // rml_rtmp panics on some malformed input; those calls are isolated with
     // catch_unwind and the connection is closed with a logged reason. The default hook
-    // would also print a raw panic message: send it through the log instead.
+    // would also print a raw panic message: send it through the log instead, at most
+    // a few a window (a peer may repeat whatever made one).
     std::panic::set_hook(Box::new(|info| {
+        let Some(suppressed) = PANIC_LOG.admit(std::time::Instant::now()) else {
+            return;
+        };
+        if suppressed > 0 {
+            tracing::warn!(
+                suppressed,
+                "Panics not logged in the last {} s",
+                PANIC_WINDOW.as_secs()
+            );
+        }
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -56,6 +73,45 @@ pub(crate) fn init_tracing(default: Option<&str>) {
             .unwrap_or_default();
         tracing::error!(location = %location, message = %message, "Panic: the task that hit it has ended");
     }));
+}
+
+/// Panics logged per [`PANIC_WINDOW`] at most.
+const PANICS_PER_WINDOW: u32 = 5;
+/// The window of [`PANICS_PER_WINDOW`].
+const PANIC_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+static PANIC_LOG: PanicLog = PanicLog {
+    state: std::sync::Mutex::new(None),
+};
+
+/// Counts panics per window, so the panic hook's log volume is bounded.
+struct PanicLog {
+    /// (window start, logged in it, not logged in it).
+    state: std::sync::Mutex<Option<(std::time::Instant, u32, u64)>>,
+}
+
+impl PanicLog {
+    /// Whether to log a panic at `now`: `Some(n)` with the panics not logged in the
+    /// window before, or None to skip it.
+    fn admit(&self, now: std::time::Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *st {
+            Some((start, logged, skipped)) if now.duration_since(*start) < PANIC_WINDOW => {
+                if *logged < PANICS_PER_WINDOW {
+                    *logged += 1;
+                    Some(0)
+                } else {
+                    *skipped += 1;
+                    None
+                }
+            }
+            other => {
+                let skipped = other.map_or(0, |(_, _, s)| s);
+                *other = Some((now, 1, 0));
+                Some(skipped)
+            }
+        }
+    }
 }
 
 fn hub_config(cfg: &Config) -> HubConfig {
@@ -635,5 +691,24 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn panics_are_logged_a_few_per_window() {
+        let log = PanicLog {
+            state: std::sync::Mutex::new(None),
+        };
+        let t0 = Instant::now();
+        let admitted: Vec<_> = (0..100).map(|_| log.admit(t0)).collect();
+        assert_eq!(admitted.iter().filter(|a| a.is_some()).count(), 5);
+        // The next window's first panic reports the 95 skipped.
+        assert_eq!(log.admit(t0 + Duration::from_secs(11)), Some(95));
+        assert_eq!(log.admit(t0 + Duration::from_secs(12)), Some(0));
     }
 }
