@@ -209,7 +209,10 @@ impl Inner {
                 continue;
             }
             if r.count > u64::from(r.logged) {
+                // A root event: the summary is about many peers, not the one whose
+                // refusal (or connection span) happened to close the window.
                 warn!(
+                    parent: None,
                     "Refused {} {} from {} in the last {}: {}",
                     Grouped(r.count),
                     self.what,
