@@ -295,9 +295,21 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    // Process figures for soak runs and debugging (`log = "info,cthulhu::stats=debug"`).
+    let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = stats_tick.tick() => {
+                let snapshot = hub.snapshot();
+                tracing::debug!(
+                    target: "cthulhu::stats",
+                    tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+                    streams = snapshot.len(),
+                    live = snapshot.iter().filter(|s| s.live).count(),
+                    "Process stats"
+                );
+            }
             ev = events.recv() => match ev {
                 Ok(HubEvent::Published { path, .. }) => {
                     if let Some(info) = hub.stream_info(&path) {
