@@ -266,6 +266,14 @@ pub(crate) struct SrtConfig {
     /// A publisher that sends nothing for this long is closed (`idle_timeout_secs`).
     /// Default 10 s.
     pub(crate) idle_timeout: Duration,
+    /// Open SRT connections at most (`max_connections`, 1 to 100000). Default 1,024.
+    pub(crate) max_connections: usize,
+    /// Open SRT connections from one IP address at most (`max_connections_per_ip`,
+    /// 0 for no limit). Default 256.
+    pub(crate) max_connections_per_ip: usize,
+    /// Connection requests with a valid cookie waiting for a decision at most
+    /// (`max_pending_handshakes`); inductions keep no state. Default 256.
+    pub(crate) max_pending_handshakes: usize,
 }
 
 /// `[hub]`.
@@ -379,6 +387,9 @@ impl Default for SrtConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
             latency: Duration::from_millis(120),
             idle_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            max_pending_handshakes: 256,
         }
     }
 }
@@ -562,6 +573,9 @@ struct RawSrt {
     listen: Option<Spanned<String>>,
     latency_ms: Option<Spanned<i64>>,
     idle_timeout_secs: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_ip: Option<Spanned<i64>>,
+    max_pending_handshakes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1079,6 +1093,27 @@ impl Checker<'_> {
                 TIMEOUT_SECS_RANGE,
                 d.idle_timeout,
             )?,
+            max_connections: self
+                .int(
+                    raw.max_connections.as_ref(),
+                    "srt.max_connections",
+                    1..=100_000,
+                )?
+                .unwrap_or(d.max_connections),
+            max_connections_per_ip: self
+                .int(
+                    raw.max_connections_per_ip.as_ref(),
+                    "srt.max_connections_per_ip",
+                    0..=100_000,
+                )?
+                .unwrap_or(d.max_connections_per_ip),
+            max_pending_handshakes: self
+                .int(
+                    raw.max_pending_handshakes.as_ref(),
+                    "srt.max_pending_handshakes",
+                    1..=100_000,
+                )?
+                .unwrap_or(d.max_pending_handshakes),
         })
     }
 

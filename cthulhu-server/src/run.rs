@@ -229,6 +229,9 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         let srt_cfg = SrtServerConfig {
             listener: cthulhu_srt::ListenerConfig {
                 latency: cfg.srt.latency,
+                max_connections: cfg.srt.max_connections,
+                max_connections_per_ip: cfg.srt.max_connections_per_ip,
+                max_pending_handshakes: cfg.srt.max_pending_handshakes,
                 ..Default::default()
             },
             passphrases: Arc::new(move |p: &StreamPath| passphrases.get(p).cloned()),

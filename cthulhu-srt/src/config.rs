@@ -108,6 +108,10 @@ pub struct ListenerConfig {
     /// Open connections at once; beyond it requests are rejected with
     /// [`Reject::Overload`](crate::Reject::Overload). Default 1024.
     pub max_connections: usize,
+    /// Open connections from one IP address at once (0: no limit); beyond it
+    /// requests from that address are rejected with
+    /// [`Reject::Overload`](crate::Reject::Overload). Default 256.
+    pub max_connections_per_ip: usize,
     /// Requests waiting for [`SrtListener::next`](crate::SrtListener::next);
     /// when full, new requests are rejected with
     /// [`Reject::Backlog`](crate::Reject::Backlog). Default 64.
@@ -135,6 +139,7 @@ impl Default for ListenerConfig {
             key_size: None,
             max_pending_handshakes: 256,
             max_connections: 1024,
+            max_connections_per_ip: 256,
             backlog: 64,
             inbound_queue_packets: 2048,
             recv_queue_messages: 2048,

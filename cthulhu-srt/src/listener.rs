@@ -28,7 +28,8 @@
 //! Bounds: at most `max_pending_handshakes` requests with a valid cookie waiting
 //! for a decision (further ones are ignored; the caller repeats its conclusion),
 //! each for at most `handshake_timeout`; at most `backlog` requests waiting for
-//! [`SrtListener::next`]; at most `max_connections` open connections. Refusals
+//! [`SrtListener::next`]; at most `max_connections` open connections, and
+//! `max_connections_per_ip` from one address. Refusals
 //! (runts, bad cookies, wrong versions, malformed or unsupported requests,
 //! full tables, timeouts, the application's refusals) go through one
 //! [`RefusalLog`] per listener: a flood costs a handful of log lines per reason
@@ -721,6 +722,21 @@ impl Dispatcher {
                 format_args!(
                     "{} connections are open (max_connections)",
                     self.conns.len()
+                ),
+                now,
+            );
+            return;
+        }
+        let from_ip = self.conns.keys().filter(|a| a.ip() == from.ip()).count();
+        let per_ip = self.cfg.max_connections_per_ip;
+        if per_ip > 0 && from_ip >= per_ip {
+            self.refuse(
+                from,
+                Reject::Overload,
+                "too many connections from one address",
+                format_args!(
+                    "{from_ip} connections are open from {} (max_connections_per_ip)",
+                    from.ip()
                 ),
                 now,
             );

@@ -257,3 +257,35 @@ async fn slow_reader_drops_and_counts_without_stalling() {
         .unwrap();
     assert_eq!(m.map(|m| m.len()), Some(MAX_PAYLOAD));
 }
+
+/// Connections from one address beyond `max_connections_per_ip` are rejected
+/// with Overload before the application sees them; the open ones keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited() {
+    common::init_logging();
+    let mut l = listener(ListenerConfig {
+        max_connections_per_ip: 2,
+        ..ListenerConfig::default()
+    })
+    .await;
+    let addr = l.local_addr();
+    let accept = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        for _ in 0..2 {
+            let inc = l.next().await.unwrap();
+            conns.push(inc.accept(None).await.unwrap());
+        }
+        (l, conns)
+    });
+    let mut callers = Vec::new();
+    for _ in 0..2 {
+        callers.push(connect(CallerConfig::new(addr)).await.unwrap());
+    }
+    let (_l, _conns) = accept.await.unwrap();
+    let third = connect(CallerConfig::new(addr)).await;
+    assert!(
+        matches!(third, Err(SrtError::Rejected(Reject::Overload))),
+        "{third:?}"
+    );
+    drop(callers);
+}

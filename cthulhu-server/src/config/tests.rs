@@ -837,3 +837,34 @@ fn rtmp_input_and_connection_limits() {
         "cthulhu.toml:2:19: rtmp.max_command_kib: 0 is out of range (1..=16384)",
     );
 }
+
+#[test]
+fn srt_connection_limits() {
+    let d = Config::parse("", "cthulhu.toml").unwrap().srt;
+    assert_eq!(
+        (
+            d.max_connections,
+            d.max_connections_per_ip,
+            d.max_pending_handshakes
+        ),
+        (1024, 256, 256)
+    );
+    let c = Config::parse(
+        "[srt]\nmax_connections = 10\nmax_connections_per_ip = 0\nmax_pending_handshakes = 4\n",
+        "cthulhu.toml",
+    )
+    .unwrap()
+    .srt;
+    assert_eq!(
+        (
+            c.max_connections,
+            c.max_connections_per_ip,
+            c.max_pending_handshakes
+        ),
+        (10, 0, 4)
+    );
+    assert_error(
+        "[srt]\nmax_connections = 0\n",
+        "cthulhu.toml:2:19: srt.max_connections: 0 is out of range (1..=100000)",
+    );
+}
