@@ -352,3 +352,66 @@ async fn a_connection_flood_cannot_fill_the_log() -> Result<()> {
     assert!(!srv.log().contains(KEY));
     Ok(())
 }
+
+/// A push destination that answers `connect` with a `_result` nesting 10,000 objects
+/// deep: the push fails with a reason and is retried; the server and the stream live on.
+#[tokio::test]
+async fn hostile_destination_reply_fails_only_that_push() -> Result<()> {
+    let evil = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let evil_port = evil.local_addr()?.port();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = evil.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut hs = Handshake::new(PeerType::Server);
+                let mut buf = vec![0u8; 8192];
+                loop {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    match hs.process_bytes(&buf[..n]) {
+                        Ok(HandshakeProcessResult::InProgress { response_bytes }) => {
+                            let _ = sock.write_all(&response_bytes).await;
+                        }
+                        Ok(HandshakeProcessResult::Completed { response_bytes, .. }) => {
+                            let _ = sock.write_all(&response_bytes).await;
+                            break;
+                        }
+                        Err(_) => return,
+                    }
+                }
+                // Whatever the client sent (connect), the answer is a bomb.
+                let mut body = vec![2, 0, 7];
+                body.extend_from_slice(b"_result");
+                body.push(0);
+                body.extend_from_slice(&1f64.to_be_bytes());
+                for _ in 0..10_000 {
+                    body.extend_from_slice(&[3, 0, 1, b'a']);
+                }
+                let _ = sock.write_all(&chunked(20, 0, &body)).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                while matches!(sock.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let body = format!(
+        "[[streams]]\npath = \"live/h\"\nkey = \"{KEY}\"\n[[streams.push]]\nname = \"evil\"\nurl = \"rtmp://127.0.0.1:{evil_port}/live/k\"\n"
+    );
+    let srv = Cthulhu::start(&body).await?;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(8.0)).await?;
+    srv.wait_for_log("attempt=2", Duration::from_secs(15))
+        .await?;
+    srv.wait_for_log("AMF0 values nest deeper than 32", Duration::from_secs(5))
+        .await?;
+    let play = decode_check(&srv.url("h"), Duration::from_secs(2)).await?;
+    play.ensure_clean()?;
+    publisher.wait_success(Duration::from_secs(30)).await?;
+    assert!(answered.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    Ok(())
+}
