@@ -1,7 +1,7 @@
 //! Fuzzes what the push client and `probe` parse from a destination server, the way
 //! `cthulhu_rtmp::client`'s `ClientProto::input` does: every read goes through an
-//! `InboundGuard` with the default limits (never publishing: a server sends
-//! commands only), all of it checked before any is parsed, then into rml_rtmp's
+//! `InboundGuard` with the client's limits (the defaults, never publishing: a
+//! server sends commands only; short commands allowed), all of it checked before any is parsed, then into rml_rtmp's
 //! `ChunkDeserializer`, honouring Set Chunk Size; each message is decoded with
 //! `to_rtmp_message` and the command replies are read as the client reads them
 //! (`_result` / `_error` / `onStatus`, `fmsVer`, the stream id of `createStream`).
@@ -35,7 +35,12 @@ fn run(data: &[u8]) {
     let [split, input @ ..] = data else {
         return;
     };
-    let limits = InboundLimits::default();
+    // As client.rs: each reply is decoded on its own and one that fails is ignored,
+    // so short commands are not refused.
+    let limits = InboundLimits {
+        min_command_values: 0,
+        ..InboundLimits::default()
+    };
     let mut proto = Proto {
         de: ChunkDeserializer::new(),
         guard: InboundGuard::new(limits),

@@ -26,9 +26,14 @@ static HOOK: Once = Once::new();
 pub fn contained<T>(f: impl FnOnce() -> T) -> Option<T> {
     HOOK.call_once(|| {
         let abort = panic::take_hook();
+        // To list the contained panics a corpus reaches: run the target on it with
+        // this set (`-runs=0`).
+        let show = std::env::var_os("CTHULHU_FUZZ_SHOW_CONTAINED").is_some();
         panic::set_hook(Box::new(move |info| {
             if CONTAINED.with(Cell::get) == 0 {
                 abort(info);
+            } else if show {
+                eprintln!("contained panic: {info}");
             }
         }));
     });
