@@ -12,7 +12,9 @@
 //!
 //! Everything runs in tokio tasks owned by the handle: dropping it stops the proxy
 //! and closes every connection it carries. Randomness (jitter, loss) comes from a
-//! [`StdRng`], seeded for repeatable runs with `start_seeded`.
+//! [`StdRng`], seeded for repeatable runs with `start_seeded`. A TCP proxy can announce
+//! an Ethernet MSS ([`TcpProxyOptions::mss`]) so that the kernel buffers in front of a
+//! blackhole or a bandwidth cap are as large as over a real network, not loopback's.
 //!
 //! ```no_run
 //! # async fn demo(nginx: std::net::SocketAddr) -> anyhow::Result<()> {
@@ -39,8 +41,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use socket2::SockRef;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -246,6 +248,26 @@ impl TcpShared {
     }
 }
 
+/// Settings of a [`TcpFaultProxy`] fixed when it starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TcpProxyOptions {
+    /// Seed of the jitter's random numbers; `None` takes one from the OS.
+    pub seed: Option<u64>,
+    /// TCP maximum segment size (`TCP_MAXSEG`) of the proxy's sockets, announced to
+    /// its clients and to the target; `None` keeps the kernel's. Loopback's MSS is
+    /// about 64 KiB, with which the kernel grows a busy sender's socket buffer to
+    /// several MiB within seconds (up to `net.ipv4.tcp_wmem`'s maximum), far more
+    /// than over a real network: behind a blackhole or a bandwidth cap the sender's
+    /// kernel then holds a minute of a 500 kbit/s stream before the application
+    /// notices. 1460 (Ethernet) keeps the buffers the size they have on the internet.
+    pub mss: Option<u32>,
+}
+
+impl TcpProxyOptions {
+    /// The MSS of an Ethernet path (1460 bytes).
+    pub const ETHERNET_MSS: u32 = 1460;
+}
+
 /// A TCP proxy on 127.0.0.1 that injects [`TcpFaults`] between its clients and a
 /// target. Each accepted connection gets its own connection to the target (made
 /// when the connection is accepted, or once a blackhole in force then lifts: the
@@ -277,18 +299,22 @@ impl TcpFaultProxy {
     /// Listens on an ephemeral port of 127.0.0.1 and forwards to `target`, with no
     /// faults until told.
     pub async fn start(target: SocketAddr) -> Result<Self> {
-        Self::start_with(target, None).await
+        Self::start_with(target, TcpProxyOptions::default()).await
     }
 
     /// [`TcpFaultProxy::start`] with a fixed seed for the jitter.
     pub async fn start_seeded(target: SocketAddr, seed: u64) -> Result<Self> {
-        Self::start_with(target, Some(seed)).await
+        let opts = TcpProxyOptions {
+            seed: Some(seed),
+            ..TcpProxyOptions::default()
+        };
+        Self::start_with(target, opts).await
     }
 
-    async fn start_with(target: SocketAddr, seed: Option<u64>) -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .context("binding the TCP fault proxy on 127.0.0.1")?;
+    /// [`TcpFaultProxy::start`] with `opts`.
+    pub async fn start_with(target: SocketAddr, opts: TcpProxyOptions) -> Result<Self> {
+        let listener =
+            tcp_listener(opts.mss).context("binding the TCP fault proxy on 127.0.0.1")?;
         let addr = listener.local_addr()?;
         let (faults, faults_rx) = watch::channel(TcpFaults::none());
         let (resets, resets_rx) = watch::channel(0u64);
@@ -296,10 +322,11 @@ impl TcpFaultProxy {
         let task = tokio::spawn(tcp_accept_loop(
             listener,
             target,
+            opts.mss,
             faults_rx,
             resets_rx,
             shared.clone(),
-            rng_from(seed),
+            rng_from(opts.seed),
         ));
         Ok(Self {
             addr,
@@ -377,6 +404,36 @@ impl TcpFaultProxy {
     }
 }
 
+/// A listener on an ephemeral port of 127.0.0.1 whose connections use `mss`.
+fn tcp_listener(mss: Option<u32>) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    if let Some(mss) = mss {
+        // Inherited by accepted sockets and announced in the SYN-ACK.
+        sock.set_tcp_mss(mss)?;
+    }
+    sock.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())?;
+    sock.listen(1024)?;
+    sock.set_nonblocking(true)?;
+    TcpListener::from_std(sock.into())
+}
+
+/// Connects to `target` announcing `mss`.
+async fn tcp_connect(target: SocketAddr, mss: Option<u32>) -> io::Result<TcpStream> {
+    let Some(mss) = mss else {
+        return TcpStream::connect(target).await;
+    };
+    let sock = Socket::new(
+        Domain::for_address(target),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    sock.set_tcp_mss(mss)?;
+    sock.set_nonblocking(true)?;
+    TcpSocket::from_std_stream(sock.into())
+        .connect(target)
+        .await
+}
+
 /// Closes `sock` with an RST: `SO_LINGER` 0, then drop.
 fn rst(sock: TcpStream) {
     let _ = SockRef::from(&sock).set_linger(Some(Duration::ZERO));
@@ -386,6 +443,7 @@ fn rst(sock: TcpStream) {
 async fn tcp_accept_loop(
     listener: TcpListener,
     target: SocketAddr,
+    mss: Option<u32>,
     faults: watch::Receiver<TcpFaults>,
     resets: watch::Receiver<u64>,
     shared: Arc<TcpShared>,
@@ -416,7 +474,7 @@ async fn tcp_accept_loop(
                     shared: shared.clone(),
                     rng: StdRng::seed_from_u64(rng.random()),
                 };
-                conns.spawn(conn.run(client, target));
+                conns.spawn(conn.run(client, target, mss));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -529,7 +587,7 @@ struct TcpConn {
 }
 
 impl TcpConn {
-    async fn run(mut self, client: TcpStream, target: SocketAddr) {
+    async fn run(mut self, client: TcpStream, target: SocketAddr, mss: Option<u32>) {
         // Only resets asked for from now on concern this connection.
         self.resets.borrow_and_update();
         let mut cfg = self.faults.borrow_and_update().clone();
@@ -549,8 +607,7 @@ impl TcpConn {
                 }
             }
         }
-        let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
-        {
+        let upstream = match tokio::time::timeout(CONNECT_TIMEOUT, tcp_connect(target, mss)).await {
             Ok(Ok(s)) => s,
             _ => {
                 rst(client);
@@ -1283,6 +1340,30 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(proxy.stats().resets, 0);
+    }
+
+    #[tokio::test]
+    async fn tcp_mss_option_is_announced_both_ways() {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let opts = TcpProxyOptions {
+            mss: Some(TcpProxyOptions::ETHERNET_MSS),
+            ..TcpProxyOptions::default()
+        };
+        let proxy = TcpFaultProxy::start_with(l.local_addr().unwrap(), opts)
+            .await
+            .unwrap();
+        let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+        let (mut server, _) = l.accept().await.unwrap();
+        // What each end may send per segment: at most what the proxy announced.
+        for s in [&client, &server] {
+            let mss = SockRef::from(s).tcp_mss().unwrap();
+            assert!(mss <= TcpProxyOptions::ETHERNET_MSS, "mss {mss}");
+        }
+        let data = pattern(100_000);
+        client.write_all(&data).await.unwrap();
+        let mut got = vec![0u8; data.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert!(got == data);
     }
 
     #[tokio::test]

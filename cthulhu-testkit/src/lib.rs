@@ -42,8 +42,8 @@ mod stalled;
 mod tls;
 
 pub use fault::{
-    TcpFaultProxy, TcpFaults, TcpLink, TcpStats, UdpCounts, UdpFaultProxy, UdpFaults, UdpLink,
-    UdpStats,
+    TcpFaultProxy, TcpFaults, TcpLink, TcpProxyOptions, TcpStats, UdpCounts, UdpFaultProxy,
+    UdpFaults, UdpLink, UdpStats,
 };
 pub use ffmpeg::{
     DecodeReport, Ffmpeg, ProbedStream, PublishOptions, decode_check, ffprobe_json,
