@@ -339,6 +339,10 @@ struct Player {
     overrun: bool,
     dropped: u64,
     last_progress: Instant,
+    /// Media was dropped since the socket last took bytes: the stall clock keeps
+    /// running even if the backlog is empty now (a dead peer whose backlog is
+    /// trimmed away again and again must still be reported stalled).
+    dropped_since_progress: bool,
 }
 
 impl Player {
@@ -358,6 +362,7 @@ impl Player {
             overrun: false,
             dropped: 0,
             last_progress: Instant::now(),
+            dropped_since_progress: false,
         }
     }
 
@@ -436,7 +441,7 @@ impl Player {
         } else {
             match write_now(&self.sock, iov) {
                 Ok(n) => {
-                    self.last_progress = now;
+                    self.progress(now);
                     n
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -450,7 +455,7 @@ impl Player {
                 continue;
             }
             let mut m = m.clone();
-            if self.backlog.is_empty() {
+            if self.backlog.is_empty() && !self.dropped_since_progress {
                 self.last_progress = now;
             }
             if written > 0 {
@@ -471,7 +476,7 @@ impl Player {
     }
 
     fn enqueue(&mut self, m: Msg, config: &FanoutConfig) {
-        if self.backlog.is_empty() {
+        if self.backlog.is_empty() && !self.dropped_since_progress {
             // The stall clock starts when something is first left waiting.
             self.last_progress = Instant::now();
         }
@@ -501,6 +506,7 @@ impl Player {
         self.overrun =
             self.backlog_bytes > config.queue_bytes || self.backlog.len() > config.queue_messages;
         self.dropped += dropped;
+        self.dropped_since_progress = true;
         self.skipping = true;
         debug!(
             peer = %self.peer,
@@ -524,7 +530,7 @@ impl Player {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) => return Err(e),
             };
-            self.last_progress = now;
+            self.progress(now);
             self.backlog_bytes -= written;
             while written > 0 {
                 let Some(front) = self.backlog.front_mut() else {
@@ -542,6 +548,12 @@ impl Player {
             }
         }
         Ok(())
+    }
+
+    /// The socket took bytes.
+    fn progress(&mut self, now: Instant) {
+        self.last_progress = now;
+        self.dropped_since_progress = false;
     }
 
     fn stalled(&self, now: Instant, timeout: Duration) -> bool {
@@ -1266,5 +1278,37 @@ mod tests {
         assert!(!p.backlog.is_empty());
         assert!(!p.stalled(Instant::now(), cfg.stall_timeout));
         assert!(p.stalled(Instant::now() + cfg.stall_timeout, cfg.stall_timeout));
+    }
+
+    #[tokio::test]
+    async fn a_dead_peer_whose_backlog_is_trimmed_away_is_still_reported_stalled() {
+        // A bound of 64 KiB: each GOP overflows it, and trimming empties the backlog.
+        let (mut p, _client) = player(64 * 1024).await;
+        let cfg = config(64 * 1024);
+        let t0 = Instant::now();
+        let mut at = t0;
+        for gop in 0..6u8 {
+            at = t0 + Duration::from_secs(u64::from(gop) * 6);
+            p.send(&[msg(gop, 16 * 1024, Kind::Sync)], &cfg, at)
+                .unwrap();
+            for i in 0..20u8 {
+                p.send(&[msg(i, 16 * 1024, Kind::Media)], &cfg, at).unwrap();
+            }
+        }
+        assert!(p.dropped > 0, "nothing was trimmed");
+        // The socket took nothing after the first few KiB: 30 s after that, stalled,
+        // however often the backlog was emptied and refilled.
+        let last_keyframe = t0 + Duration::from_secs(36);
+        p.send(&[msg(9, 16 * 1024, Kind::Sync)], &cfg, last_keyframe)
+            .unwrap();
+        assert!(
+            p.stalled(
+                t0 + cfg.stall_timeout + Duration::from_secs(7),
+                cfg.stall_timeout
+            ),
+            "a dead peer was kept (last progress {:?} after start)",
+            p.last_progress.duration_since(t0)
+        );
+        let _ = at;
     }
 }

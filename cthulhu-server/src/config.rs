@@ -244,6 +244,9 @@ pub(crate) struct RtmpConfig {
     /// phase), at most (`max_pending_connections`, 0 for no limit). Default 1,024;
     /// each is closed after `handshake_timeout_secs`.
     pub(crate) max_pending_connections: usize,
+    /// A push destination whose socket accepts nothing for this long is dropped and
+    /// retried with backoff (`push_stall_timeout_secs`). Default 30 s.
+    pub(crate) push_stall_timeout: Duration,
     /// Largest message a connection may send before it publishes or plays, and
     /// largest command or data message after (`max_command_kib`, 1 to 16384).
     /// Default 64 KiB.
@@ -371,6 +374,7 @@ impl Default for RtmpConfig {
             play_stall_timeout: Duration::from_secs(30),
             player_nodelay: false,
             audio_hold: Duration::from_millis(40),
+            push_stall_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 1_000,
             max_pending_connections: 1_024,
@@ -559,6 +563,7 @@ struct RawRtmp {
     play_stall_timeout_secs: Option<Spanned<i64>>,
     player_nodelay: Option<bool>,
     audio_hold_ms: Option<Spanned<i64>>,
+    push_stall_timeout_secs: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     max_pending_connections: Option<Spanned<i64>>,
@@ -1027,6 +1032,12 @@ impl Checker<'_> {
                 .int(raw.audio_hold_ms.as_ref(), "rtmp.audio_hold_ms", 0..=1000)?
                 .map(Duration::from_millis)
                 .unwrap_or(d.audio_hold),
+            push_stall_timeout: self.secs(
+                raw.push_stall_timeout_secs.as_ref(),
+                "rtmp.push_stall_timeout_secs",
+                TIMEOUT_SECS_RANGE,
+                d.push_stall_timeout,
+            )?,
             max_connections: self
                 .int(
                     raw.max_connections.as_ref(),

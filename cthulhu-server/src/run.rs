@@ -265,6 +265,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         &PushConfig {
             grace: cfg.hub.publisher_grace,
             audio_hold: cfg.rtmp.audio_hold,
+            write_timeout: cfg.rtmp.push_stall_timeout,
             ..PushConfig::default()
         },
     );
@@ -272,6 +273,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         hub: hub.clone(),
         chunk_size: cfg.rtmp.chunk_size,
         audio_hold: cfg.rtmp.audio_hold,
+        push_stall_timeout: cfg.rtmp.push_stall_timeout,
         srt_latency: cfg.srt.latency,
         grace: cfg.hub.publisher_grace,
         push_group,
@@ -374,6 +376,8 @@ struct Destinations {
     hub: Hub,
     chunk_size: u32,
     audio_hold: std::time::Duration,
+    /// A push destination that accepts nothing for this long is dropped and retried.
+    push_stall_timeout: std::time::Duration,
     srt_latency: std::time::Duration,
     grace: std::time::Duration,
     push_group: PushGroup,
@@ -416,6 +420,7 @@ impl Destinations {
                         },
                         grace: self.grace,
                         audio_hold: self.audio_hold,
+                        write_timeout: self.push_stall_timeout,
                         ..PushConfig::default()
                     };
                     let redacted = url.redacted();

@@ -225,7 +225,7 @@ fn unknown_keys() {
         "[rtmp]\nlisten_addr = \"127.0.0.1:1935\"\n",
         "cthulhu.toml:2:1: rtmp.listen_addr: unknown field `listen_addr`, expected one of \
          `listen`, `chunk_size`, `handshake_timeout_secs`, `idle_timeout_secs`, `play_stall_timeout_secs`, `player_nodelay`, `audio_hold_ms`, \
-         `max_connections`, `max_connections_per_ip`, `max_pending_connections`, `max_command_kib`, `max_media_message_kib`",
+         `push_stall_timeout_secs`, `max_connections`, `max_connections_per_ip`, `max_pending_connections`, `max_command_kib`, `max_media_message_kib`",
     );
     assert_error(
         "[hub]\n[srtx]\nlisten = 1\n",
