@@ -421,7 +421,6 @@ impl Destinations {
                         grace: self.grace,
                         audio_hold: self.audio_hold,
                         write_timeout: self.push_stall_timeout,
-                        ..PushConfig::default()
                     };
                     let redacted = url.redacted();
                     let push = RtmpPush::new(name.clone(), url.clone(), sub, push_cfg)
