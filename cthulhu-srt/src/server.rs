@@ -248,7 +248,13 @@ async fn ingest(conn: SrtConnection, publisher: &Publisher, idle: Duration) -> S
         };
         match m {
             Err(_) => break format!("no data for {} s", idle.as_secs()),
-            Ok(None) => break "connection closed".to_owned(),
+            Ok(None) => {
+                // A clean close (the sender's shutdown): SRT delivered everything before
+                // it in order, so the open PES packets are complete.
+                demux.flush();
+                forward(&label, &mut demux, publisher, &mut errors);
+                break "connection closed".to_owned();
+            }
             Ok(Some(b)) => {
                 demux.push(&b);
                 if !forward(&label, &mut demux, publisher, &mut errors) {
@@ -257,9 +263,9 @@ async fn ingest(conn: SrtConnection, publisher: &Publisher, idle: Duration) -> S
             }
         }
     };
-    // No flush: the last video PES of an SRT sender is unbounded and may have lost its
-    // tail when the connection closed; a truncated frame would reach every player and
-    // recording as a decode error. Dropping that one frame is the better loss.
+    // No flush after a timeout or a replacement: the last video PES is unbounded and
+    // may have lost its tail; a truncated frame would reach every player and recording
+    // as a decode error. Dropping that one frame is the better loss.
     drop(rx);
     let _ = tokio::time::timeout(Duration::from_secs(1), tx.close()).await;
     why
