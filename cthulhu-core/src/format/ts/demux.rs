@@ -179,6 +179,10 @@ struct EsStream {
     active: bool,
     /// The whole PES size, when its PES_packet_length is not 0.
     expected: Option<usize>,
+    /// The last packet added to the PES was padded with adaptation-field stuffing:
+    /// muxers pad the last packet of a PES, so a PES of unknown length that ends so
+    /// is whole (see [`TsDemuxer::flush`]).
+    ends_stuffed: bool,
     /// The configuration record last emitted.
     config: Option<Bytes>,
     vps: Vec<Bytes>,
@@ -199,6 +203,7 @@ impl EsStream {
             cc: None,
             pes: BytesMut::new(),
             active: false,
+            ends_stuffed: false,
             expected: None,
             config: None,
             vps: Vec::new(),
@@ -254,6 +259,8 @@ struct Packet<'a> {
     has_payload: bool,
     discontinuity: bool,
     pcr: Option<(u64, u16)>,
+    /// The adaptation field holds stuffing bytes (the packet's payload was padded).
+    stuffed: bool,
     payload: &'a [u8],
 }
 
@@ -274,6 +281,7 @@ fn parse_packet(pkt: &[u8; PACKET_SIZE]) -> Result<Packet<'_>, TsError> {
     let mut payload: &[u8] = rest;
     let mut discontinuity = false;
     let mut pcr = None;
+    let mut stuffed = false;
     if afc & 0x02 != 0 {
         let Some((&len, after)) = payload.split_first() else {
             return Err(invalid("missing adaptation field"));
@@ -295,6 +303,14 @@ fn parse_packet(pkt: &[u8; PACKET_SIZE]) -> Result<Packet<'_>, TsError> {
                 let ext = u16::from(p4 & 0x01) << 8 | u16::from(p5);
                 pcr = Some((base, ext));
             }
+            let announced = announced_fields(flags, fields);
+            // padding: stuffing bytes after the announced fields, or a field that
+            // announces nothing (2 bytes of stuffing; on a PES start it may be there
+            // for its random_access_indicator alone, so it does not count)
+            stuffed = fields.len() > announced || (announced == 0 && b1 & 0x40 == 0);
+        } else {
+            // adaptation_field_length 0: a single stuffing byte
+            stuffed = true;
         }
         payload = after;
     }
@@ -306,8 +322,33 @@ fn parse_packet(pkt: &[u8; PACKET_SIZE]) -> Result<Packet<'_>, TsError> {
         has_payload,
         discontinuity,
         pcr,
+        stuffed,
         payload: if has_payload { payload } else { &[] },
     })
+}
+
+/// The bytes after the flags byte that the adaptation field's flags announce
+/// (PCR, OPCR, splice countdown, private data, extension); anything after them is
+/// stuffing. Saturates at `fields.len()` where a length byte points past the end.
+pub(super) fn announced_fields(flags: u8, fields: &[u8]) -> usize {
+    let mut n = 0usize;
+    if flags & 0x10 != 0 {
+        n += 6;
+    }
+    if flags & 0x08 != 0 {
+        n += 6;
+    }
+    if flags & 0x04 != 0 {
+        n += 1;
+    }
+    for flag in [0x02u8, 0x01] {
+        if flags & flag != 0 {
+            // private data and the extension: a length byte, then that many bytes
+            let len = fields.get(n).map_or(0, |&l| usize::from(l));
+            n += 1 + len;
+        }
+    }
+    n.min(fields.len())
 }
 
 impl Default for TsDemuxer {
@@ -378,12 +419,28 @@ impl TsDemuxer {
 
     /// Ends the input: completes the PES packets still open (a video PES of unknown
     /// length) and drops a partial packet.
+    ///
+    /// A PES of unknown length is completed only if its last packet was padded with
+    /// adaptation-field stuffing, as muxers pad the last packet of every PES: a
+    /// sender that closed without delivering its tail (ffmpeg's SRT output does not
+    /// linger) leaves a PES ending in a full packet, and that truncated frame would
+    /// reach every player and recording as a decode error. It is dropped instead
+    /// (counted in [`DemuxStats::pes_dropped`]); so is a whole PES that happened to
+    /// fill its last packet exactly, the safe side of the guess.
     pub fn flush(&mut self) {
         if !self.input.is_empty() {
             self.note_skipped(self.input.len());
             self.input.clear();
         }
         for i in 0..self.streams.len() {
+            if let Some(s) = self.streams.get_mut(i)
+                && s.active
+                && s.expected.is_none()
+                && !s.ends_stuffed
+            {
+                s.drop_pes(&mut self.out);
+                continue;
+            }
             self.finish_pes(i);
         }
     }
@@ -614,6 +671,7 @@ impl TsDemuxer {
         }
         let had_length = s.pes.len() >= 6;
         s.pes.extend_from_slice(p.payload);
+        s.ends_stuffed = p.stuffed;
         if !had_length {
             s.expected = packet_length(&s.pes).filter(|&l| l > 0).map(|l| l + 6);
         }

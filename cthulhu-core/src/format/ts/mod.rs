@@ -24,7 +24,9 @@
 //! dropped; Opus trim and control extensions are skipped, and only mono and stereo
 //! Opus get an OpusHead; only the first program of the PAT is demuxed. A video PES
 //! of unknown length (PES_packet_length 0, as ffmpeg writes) is complete only when
-//! the next one starts, one frame later.
+//! the next one starts, one frame later, or at the end of the input
+//! ([`TsDemuxer::flush`]) if its last packet was padded, as muxers pad the last
+//! packet of a PES; one whose tail never came is dropped, not passed on truncated.
 //!
 //! Timestamps: PTS, DTS and PCR bases are 33-bit 90 kHz values; the demuxer extends
 //! them into one 64-bit timeline per program (each value is taken as the one nearest
