@@ -67,6 +67,12 @@ pub trait Destination: Send {
     /// After `Ok(())` the supervisor calls [`Destination::wait_for_stream`] again, which
     /// should only return `true` for a new stream.
     async fn push(&mut self, live: &LiveSignal) -> Result<(), DestinationError>;
+
+    /// What this destination does, as the supervisor's log lines name it ("Push
+    /// failed, retrying"); a recorder says "Recording".
+    fn activity(&self) -> &'static str {
+        "Push"
+    }
 }
 
 /// Why a push failed. Messages are shown in the console and logs: they must not contain
@@ -351,6 +357,8 @@ struct Reporter {
     status: watch::Sender<DestinationStatus>,
     name: Arc<str>,
     url: Arc<str>,
+    /// [`Destination::activity`].
+    activity: &'static str,
 }
 
 impl Reporter {
@@ -385,7 +393,7 @@ impl Reporter {
         });
         tracing::warn!(
             dest = %self.name, url = %self.url, attempt, error = %error, retry_in = ?delay,
-            "Push failed, retrying"
+            "{} failed, retrying", self.activity
         );
     }
 
@@ -439,6 +447,7 @@ impl Supervisor {
             status: status_tx.clone(),
             name: name.into(),
             url: url_redacted.into(),
+            activity: dest.activity(),
         };
         let stop = StopSignal { rx: stop_rx };
         let task = tokio::spawn(run(dest, policy, reporter, stop));
@@ -576,13 +585,13 @@ async fn push_until_stopped(
         Ok(Err(error)) => {
             tracing::debug!(
                 dest = %reporter.name, url = %reporter.url, error = %error,
-                "Push failed while stopping"
+                "{} failed while stopping", reporter.activity
             );
         }
         Err(_) => {
             tracing::warn!(
                 dest = %reporter.name, url = %reporter.url,
-                "Push did not close in time, dropped"
+                "{} did not close in time, dropped", reporter.activity
             );
         }
     }

@@ -508,11 +508,19 @@ impl Player {
         self.dropped += dropped;
         self.dropped_since_progress = true;
         self.skipping = true;
-        debug!(
-            peer = %self.peer,
-            dropped,
-            "Player fell behind: skipping to the next keyframe"
-        );
+        if config.publishing {
+            tracing::warn!(
+                peer = %self.peer,
+                dropped,
+                "Destination fell behind: skipping to the next keyframe"
+            );
+        } else {
+            debug!(
+                peer = %self.peer,
+                dropped,
+                "Player fell behind: skipping to the next keyframe"
+            );
+        }
     }
 
     /// Writes as much of the backlog as the socket takes now.

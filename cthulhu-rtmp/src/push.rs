@@ -112,6 +112,10 @@ pub struct RtmpPush {
     configs: Vec<Frame>,
     /// A non-frame event taken while batching, handled next.
     pending: Option<ContinuityEvent>,
+    /// The subscription was taken again after the shared writer dropped this push
+    /// and has not been through a session start since: retries go on while the
+    /// stream is live (or in grace) rather than reporting the stream ended.
+    rejoining: bool,
 }
 
 impl RtmpPush {
@@ -130,6 +134,7 @@ impl RtmpPush {
             info: None,
             configs: Vec::new(),
             pending: None,
+            rejoining: false,
         }
     }
 
@@ -141,13 +146,13 @@ impl RtmpPush {
     }
 
     /// Subscribes again after the shared writer carried the stream.
-    fn resubscribe(&mut self) -> &Subscriber {
+    fn resubscribe(&mut self) {
         self.cont = Continuity::new(self.cfg.grace);
         self.pending = None;
-        self.sub.insert(
+        self.sub = Some(
             self.hub
                 .subscribe(&self.path, SubscribeOptions::labelled(self.label.clone())),
-        )
+        );
     }
 
     /// Hands the connection to the group's fan-out and serves the destination's side
@@ -160,6 +165,7 @@ impl RtmpPush {
     ) -> Result<(), DestinationError> {
         // The fan-out has its own subscription; ours would only queue copies.
         self.sub = None;
+        self.rejoining = false;
         let peer = conn
             .sock
             .peer_addr()
@@ -271,6 +277,7 @@ impl Destination for RtmpPush {
         let Some(sub) = self.sub.as_mut() else {
             return false;
         };
+        self.rejoining = false;
         match self.cont.next_session(sub).await {
             Some(info) => {
                 self.info = Some(info);
@@ -282,10 +289,15 @@ impl Destination for RtmpPush {
     }
 
     async fn push(&mut self, live: &LiveSignal) -> Result<(), DestinationError> {
-        if self.sub.is_none() {
-            // Retrying after the shared writer dropped this destination: go on if the
-            // stream is live or in its grace period, else wait for the next session.
-            let live_now = self.resubscribe().is_live();
+        if self.sub.is_none() || self.rejoining {
+            // Retrying after the shared writer dropped this destination (maybe again,
+            // after a failed reconnection): go on if the stream is live or in its
+            // grace period, else wait for the next session.
+            if self.sub.is_none() {
+                self.resubscribe();
+                self.rejoining = true;
+            }
+            let live_now = self.sub.as_ref().is_some_and(Subscriber::is_live);
             let in_grace = self
                 .group
                 .as_ref()
@@ -328,6 +340,8 @@ impl Destination for RtmpPush {
             return Ok(());
         };
         let r = self.push_own(&mut sub, client, live).await;
+        // A rejoined subscription is back in a session once `push_own` took its start.
+        self.rejoining &= !self.cont.in_session();
         self.sub = Some(sub);
         r
     }

@@ -351,8 +351,10 @@ async fn blackholed_destination_is_dropped_with_the_default_queue_bounds() -> Re
 }
 
 /// b. A destination's connection is reset mid-stream (RST after 400 kB through the
-/// proxy): the server retries it with backoff and it is live again; the other
-/// destination and a player see no pause.
+/// proxy), and its next two connections are refused (reset at once): the server
+/// retries it with growing backoff (attempts 1, 2, 3: a refused reconnection used to
+/// be taken for the end of the stream, which logged "Stream ended" and reset the
+/// backoff) and it is live again; the other destination and a player see no pause.
 #[tokio::test]
 async fn destination_reset_mid_stream_reconnects_while_others_continue() -> Result<()> {
     let _serial = SERIAL.lock().await;
@@ -367,7 +369,7 @@ async fn destination_reset_mid_stream_reconnects_while_others_continue() -> Resu
         &[("steady", steady.url("s")), ("flaky", via(&proxy, "f"))],
     ))
     .await?;
-    let secs = 14.0;
+    let secs = 20.0;
     let mut publisher =
         Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(secs)).await?;
     srv.wait_for_log("Live dest=live/studio:flaky", Duration::from_secs(15))
@@ -376,16 +378,26 @@ async fn destination_reset_mid_stream_reconnects_while_others_continue() -> Resu
     proxy
         .wait_until(Duration::from_secs(20), |s| s.resets >= 1)
         .await?;
-    // The reconnection goes through.
-    proxy.clear();
     let reset_at = Instant::now();
-    let line = wait_for_line(
-        &srv,
-        &["Push failed, retrying dest=live/studio:flaky", "retry_in="],
-        Duration::from_secs(10),
-    )
-    .await?;
-    eprintln!("after the reset: {line}");
+    proxy.set(TcpFaults::none().with_refuse(true));
+    proxy
+        .wait_until(Duration::from_secs(20), |s| s.refused >= 2)
+        .await?;
+    // The third reconnection goes through.
+    proxy.clear();
+    for attempt in 1..=3 {
+        let line = wait_for_line(
+            &srv,
+            &[
+                "Push failed, retrying dest=live/studio:flaky",
+                &format!("attempt={attempt} "),
+                "retry_in=",
+            ],
+            Duration::from_secs(10),
+        )
+        .await?;
+        eprintln!("after the reset: {line}");
+    }
     wait_for_count(
         &srv,
         "Live dest=live/studio:flaky",
@@ -422,6 +434,21 @@ async fn destination_reset_mid_stream_reconnects_while_others_continue() -> Resu
         srv.count("Push failed, retrying dest=live/studio:steady") == 0,
         "{}",
         srv.log()
+    );
+    // Until it is live again (the stream ends later, with a "Stream ended" line).
+    let log = srv.log();
+    let relive = log
+        .lines()
+        .filter(|l| l.contains("Live dest=live/studio:flaky"))
+        .nth(1)
+        .unwrap_or_default();
+    let until_back: Vec<&str> = log.lines().take_while(|l| *l != relive).collect();
+    ensure!(
+        !relive.is_empty()
+            && !until_back
+                .iter()
+                .any(|l| l.contains("Stream ended dest=live/studio:flaky")),
+        "a refused reconnection was taken for the end of the stream:\n{log}"
     );
     eprintln!(
         "reset scenario: {:.1?} wall, proxy {:?}",
@@ -508,7 +535,10 @@ async fn throttled_destination_skips_to_keyframes_without_disturbing_others() ->
     let peer = format!("peer={}", proxy.addr());
     let skip = wait_for_line(
         &srv,
-        &["Player fell behind: skipping to the next keyframe", &peer],
+        &[
+            "Destination fell behind: skipping to the next keyframe",
+            &peer,
+        ],
         Duration::from_secs(1),
     )
     .await?;

@@ -765,6 +765,10 @@ async fn writer_failed(segment: &mut Option<Segment>) -> SinkError {
 
 #[async_trait]
 impl Destination for Recorder {
+    fn activity(&self) -> &'static str {
+        "Recording"
+    }
+
     async fn wait_for_stream(&mut self) -> bool {
         if self.in_session {
             return true;
