@@ -443,6 +443,7 @@ impl Supervisor {
             last_error: None,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
+        let (retry_tx, retry_rx) = watch::channel(0u64);
         let reporter = Reporter {
             status: status_tx.clone(),
             name: name.into(),
@@ -450,10 +451,11 @@ impl Supervisor {
             activity: dest.activity(),
         };
         let stop = StopSignal { rx: stop_rx };
-        let task = tokio::spawn(run(dest, policy, reporter, stop));
+        let task = tokio::spawn(run(dest, policy, reporter, stop, retry_rx));
         SupervisorHandle {
             status: status_tx,
             stop: stop_tx,
+            retry: retry_tx,
             task,
         }
     }
@@ -466,6 +468,8 @@ impl Supervisor {
 pub struct SupervisorHandle {
     status: watch::Sender<DestinationStatus>,
     stop: watch::Sender<bool>,
+    /// Bumped to cut a running backoff short.
+    retry: watch::Sender<u64>,
     task: JoinHandle<()>,
 }
 
@@ -478,6 +482,16 @@ impl SupervisorHandle {
     /// A receiver of status changes; the current status counts as seen.
     pub fn watch(&self) -> watch::Receiver<DestinationStatus> {
         self.status.subscribe()
+    }
+
+    /// Ends the backoff wait now if the destination is retrying, so the next attempt
+    /// starts at once; returns whether it was retrying. The failure count is kept.
+    pub fn retry_now(&self) -> bool {
+        if !matches!(self.status.borrow().state, DestinationState::Retrying { .. }) {
+            return false;
+        }
+        self.retry.send_modify(|n| *n = n.wrapping_add(1));
+        true
     }
 
     /// Stops the destination and waits until it has stopped: a running push gets
@@ -520,6 +534,7 @@ async fn run(
     policy: BackoffPolicy,
     reporter: Reporter,
     stop: StopSignal,
+    mut retry: watch::Receiver<u64>,
 ) {
     'stream: loop {
         reporter.idle();
@@ -553,11 +568,16 @@ async fn run(
                     }
                     failures_in_row = failures_in_row.saturating_add(1);
                     let delay = policy.delay(failures_in_row, &mut rand::rng());
+                    // A retry asked for before this failure does not cut this wait.
+                    retry.borrow_and_update();
                     reporter.retrying(failures_in_row, &error, delay);
                     tokio::select! {
                         biased;
                         () = stop.requested() => break 'stream,
                         () = tokio::time::sleep(delay) => {}
+                        Ok(()) = retry.changed() => {
+                            tracing::info!(dest = %reporter.name, url = %reporter.url, "Retrying now, as asked");
+                        }
                     }
                 }
             }
@@ -924,6 +944,46 @@ mod tests {
             actual >= expected && actual <= expected + Duration::from_millis(2),
             "{actual:?} is not {expected:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_now_cuts_the_backoff_short() {
+        let (fake, probe) = Fake::new(
+            [true],
+            vec![
+                Step::Fail,
+                Step::Fail,
+                Step::Fail,
+                Step::Fail,
+                Step::Fail,
+                Step::Fail,
+                Step::Live(Duration::from_secs(3600), true),
+            ],
+        );
+        let policy = BackoffPolicy {
+            initial: Duration::from_secs(60),
+            max: Duration::from_secs(60),
+            ..BackoffPolicy::default()
+        };
+        let handle = spawn(fake, policy);
+        assert!(!handle.retry_now(), "not retrying yet");
+        let recorder = record(&handle);
+        for attempt in 1..=6 {
+            wait_until(&handle, |s| {
+                matches!(s, DestinationState::Retrying { attempt: a, .. } if *a == attempt)
+            })
+            .await;
+            let asked = Instant::now();
+            assert!(handle.retry_now());
+            wait_until(&handle, |s| !matches!(s, DestinationState::Retrying { .. })).await;
+            assert!(asked.elapsed() < Duration::from_millis(5), "{:?}", asked.elapsed());
+        }
+        wait_until(&handle, |s| matches!(s, DestinationState::Live { .. })).await;
+        handle.stop().await;
+        let timeline = recorder.await.unwrap();
+        // the count of failures in a row goes on: a retry now is one more attempt
+        assert!(names(&timeline).contains(&"connecting7".to_owned()));
+        assert_eq!(probe.pushes.load(Ordering::SeqCst), 7);
     }
 
     #[tokio::test(start_paused = true)]
