@@ -5,7 +5,10 @@
 //! on first start). `--config FILE` reads a TOML file; `check` validates one; `probe`
 //! tests a destination before going live.
 
+mod auth;
 mod config;
+mod control;
+mod db;
 mod run;
 mod store;
 
@@ -178,7 +181,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run::serve(cfg, path.is_none())) {
+    match rt.block_on(run::serve(cfg, path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "Server failed");

@@ -1,20 +1,18 @@
 //! Composition: config → hub, router, RTMP listener and supervised pushes.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use cthulhu_core::hub::{
-    HubEvent, OverflowPolicy, PublishConflict, RecordingEvent, SubscribeOptions,
-};
-use cthulhu_core::policy::{Route, StreamRule};
-use cthulhu_core::supervisor::{BackoffPolicy, Destination, Supervisor, SupervisorHandle};
-use cthulhu_core::{Hub, HubConfig, Router, Secret, StaticRouter, StreamInfo, StreamPath};
-use cthulhu_rtmp::{InboundLimits, PushConfig, PushGroup, RtmpPush, RtmpServer, ServerConfig};
+use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, RecordingEvent};
+use cthulhu_core::supervisor::BackoffPolicy;
+use cthulhu_core::{Hub, HubConfig, Router, StreamPath};
+use cthulhu_rtmp::{InboundLimits, RtmpServer, ServerConfig};
 use cthulhu_sinks::{
     Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
 };
-use cthulhu_srt::{SrtPush, SrtPushConfig, SrtServer, SrtServerConfig};
+use cthulhu_srt::{SrtServer, SrtServerConfig};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
@@ -25,9 +23,9 @@ use cthulhu_plugins::{
 };
 
 use crate::config::{
-    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PluginHook, PushTarget, PushUrl,
-    RecordFormat, StreamConfig,
+    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PluginHook, RecordFormat,
 };
+use crate::control::{Control, PushSettings, SharedRules};
 use crate::store::Store;
 
 /// The log filter when neither `RUST_LOG` nor the config sets one. srt-protocol warns
@@ -130,27 +128,9 @@ fn hub_config(cfg: &Config) -> HubConfig {
     }
 }
 
-fn rule(s: &StreamConfig) -> StreamRule {
-    StreamRule {
-        path: s.path.clone(),
-        key: s.key.clone(),
-        play_key: s.play_key.clone(),
-        routes: s
-            .push
-            .iter()
-            .filter(|p| p.enabled)
-            .map(|p| Route::Push {
-                name: p.name.clone(),
-                url: Secret::new(p.url.as_str()),
-                tls_ca_file: p.tls_ca_file.clone(),
-            })
-            .collect(),
-    }
-}
-
 /// Runs the server until SIGINT/SIGTERM.
-pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()> {
-    if embedded {
+pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    if config_path.is_none() {
         let store = Store::open(&cfg.server.data_dir).with_context(|| {
             format!(
                 "opening the data directory {}",
@@ -189,11 +169,30 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     }
 
     let hub = Hub::new(hub_config(&cfg));
-    let config_router: Arc<dyn Router> =
-        Arc::new(StaticRouter::new(cfg.streams.iter().map(rule).collect()));
-    // The plugin host owns the epoch ticker and the hot-reload watcher: it lives as
-    // long as the server. It logs loads, reloads, failed calls and disabling.
-    let (router, chain, _plugin_host) = policy(&cfg, config_router).await?;
+    // The listeners authorise against the control plane's rules; the plugin chain,
+    // if any, decorates them. The plugin host owns the epoch ticker and the
+    // hot-reload watcher: it lives as long as the server. It logs loads, reloads,
+    // failed calls and disabling.
+    let rules = SharedRules::default();
+    let (router, chain, _plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
+    let (plan_tx, mut plan_rx) = tokio::sync::mpsc::channel(64);
+    let (control, control_task) = Control::start(
+        hub.clone(),
+        PushSettings {
+            chunk_size: cfg.rtmp.chunk_size,
+            audio_hold: cfg.rtmp.audio_hold,
+            stall_timeout: cfg.rtmp.push_stall_timeout,
+            srt_latency: cfg.srt.latency,
+            grace: cfg.hub.publisher_grace,
+        },
+        rules.clone(),
+        chain.clone(),
+        chain.is_some().then_some(plan_tx),
+    );
+    // Every configured stream's destinations start now, so they are visible while
+    // idle; the rules are in place before the listeners accept anyone.
+    control.apply_file(cfg.streams.clone()).await;
+
     let server_cfg = ServerConfig {
         chunk_size: cfg.rtmp.chunk_size,
         handshake_timeout: cfg.rtmp.handshake_timeout,
@@ -221,11 +220,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     let (stop_tx, stop_rx) = watch::channel(false);
     // SRT binds before RTMP starts accepting, so a listening RTMP port means both are up.
     let srt_task = if cfg.srt.enabled {
-        let passphrases: HashMap<StreamPath, Secret> = cfg
-            .streams
-            .iter()
-            .filter_map(|s| Some((s.path.clone(), s.passphrase.clone()?)))
-            .collect();
+        let srt_rules = rules.clone();
         let srt_cfg = SrtServerConfig {
             listener: cthulhu_srt::ListenerConfig {
                 latency: cfg.srt.latency,
@@ -234,7 +229,7 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
                 max_pending_handshakes: cfg.srt.max_pending_handshakes,
                 ..Default::default()
             },
-            passphrases: Arc::new(move |p: &StreamPath| passphrases.get(p).cloned()),
+            passphrases: Arc::new(move |p: &StreamPath| srt_rules.passphrase(p)),
             idle_timeout: cfg.srt.idle_timeout,
             send_timeout: cfg.rtmp.play_stall_timeout,
             ..SrtServerConfig::default()
@@ -256,29 +251,6 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     info!(addr = %addr, "RTMP listening");
     let server_task = tokio::spawn(server.run(stop_rx));
 
-    // Destinations come from the router: every configured stream's routes at start (so
-    // they are visible while idle), and the routes of every stream when it is
-    // published (so a routing policy can add destinations per publish).
-    // RTMP pushes share one writer per stream (settings common to all pushes).
-    let push_group = PushGroup::new(
-        &hub,
-        &PushConfig {
-            grace: cfg.hub.publisher_grace,
-            audio_hold: cfg.rtmp.audio_hold,
-            write_timeout: cfg.rtmp.push_stall_timeout,
-            ..PushConfig::default()
-        },
-    );
-    let mut dests = Destinations {
-        hub: hub.clone(),
-        chunk_size: cfg.rtmp.chunk_size,
-        audio_hold: cfg.rtmp.audio_hold,
-        push_stall_timeout: cfg.rtmp.push_stall_timeout,
-        srt_latency: cfg.srt.latency,
-        grace: cfg.hub.publisher_grace,
-        push_group,
-        running: HashMap::new(),
-    };
     let recordings = start_recordings(&cfg, &hub)?;
     let mut plugin_recordings = PluginRecordings {
         hub: hub.clone(),
@@ -287,24 +259,16 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
         running: HashMap::new(),
     };
     let mut events = hub.events();
-    for s in &cfg.streams {
-        let info = StreamInfo {
-            path: s.path.clone(),
-            tracks: Vec::new(),
-            metadata: Vec::new(),
-            generation: 0,
-        };
-        let routes = router.route(&info).await;
-        dests.ensure(&s.path, routes);
-    }
 
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut reloads = reload_signal();
     // Process figures for soak runs and debugging (`log = "info,cthulhu::stats=debug"`).
     let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(10));
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(()) = reloads.recv() => reload(&control, config_path.as_deref()).await,
             _ = stats_tick.tick() => {
                 let snapshot = hub.snapshot();
                 tracing::debug!(
@@ -315,52 +279,31 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
                     "Process stats"
                 );
             }
+            Some((path, wanted)) = plan_rx.recv() => plugin_recordings.ensure(&path, wanted),
             ev = events.recv() => match ev {
-                Ok(HubEvent::Published { path, .. }) => {
-                    if let Some(info) = hub.stream_info(&path) {
-                        match &chain {
-                            // Route plugins may also ask for recordings.
-                            Some(chain) => {
-                                let plan = chain.route_plan(&info).await;
-                                dests.ensure(&path, plan.routes);
-                                plugin_recordings.ensure(&path, plan.recordings);
-                            }
-                            None => {
-                                let routes = router.route(&info).await;
-                                dests.ensure(&path, routes);
-                            }
-                        }
-                    }
-                }
                 Ok(HubEvent::Recording(ev)) => log_recording(&ev),
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "Missed hub events: re-routing every live stream");
-                    for snap in hub.snapshot().into_iter().filter(|s| s.live) {
-                        if let Some(info) = snap.info {
-                            let routes = router.route(&info).await;
-                            dests.ensure(&snap.path, routes);
-                        }
-                    }
+                    warn!(missed, "Missed hub events (recording events are logged from the bus)");
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
         }
     }
     info!("Shutting down: unpublishing destinations");
-    // All destinations unpublish at once, each within its supervisor's stop grace.
+    // All destinations unpublish at once, each within its supervisor's stop grace;
+    // recordings finish their segments (last part uploaded, upload completed).
     let mut stops = tokio::task::JoinSet::new();
-    for handle in dests.running.into_values() {
-        stops.spawn(handle.stop());
-    }
-    // Recordings finish their segments (last part uploaded, upload completed).
     for handle in recordings
         .into_iter()
         .chain(plugin_recordings.running.into_values())
     {
         stops.spawn(handle.stop());
     }
+    let c = control.clone();
+    stops.spawn(async move { c.shutdown().await });
     while stops.join_next().await.is_some() {}
+    let _ = control_task.await;
     let _ = stop_tx.send(true);
     hub.shutdown();
     let _ = server_task.await;
@@ -371,90 +314,49 @@ pub(crate) async fn serve(mut cfg: Config, embedded: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-/// The running push destinations, one supervisor per (stream, destination name).
-struct Destinations {
-    hub: Hub,
-    chunk_size: u32,
-    audio_hold: std::time::Duration,
-    /// A push destination that accepts nothing for this long is dropped and retried.
-    push_stall_timeout: std::time::Duration,
-    srt_latency: std::time::Duration,
-    grace: std::time::Duration,
-    push_group: PushGroup,
-    running: HashMap<(StreamPath, String), SupervisorHandle>,
-}
-
-impl Destinations {
-    /// Starts the destinations in `routes` that are not running yet for `path`.
-    fn ensure(&mut self, path: &StreamPath, routes: Vec<Route>) {
-        for route in routes {
-            let Route::Push {
-                name,
-                url,
-                tls_ca_file,
-            } = route
-            else {
-                continue;
-            };
-            let id = (path.clone(), name.clone());
-            if self.running.contains_key(&id) {
-                continue;
+/// Re-reads the config file and applies the difference (SIGHUP). A file that does
+/// not load keeps the running configuration. Settings other than streams
+/// (listeners, hub, storage, plugins) take effect at the next start.
+async fn reload(control: &Control, path: Option<&Path>) {
+    let Some(path) = path else {
+        info!("Reload asked for, but the server runs without a config file: nothing to re-read");
+        return;
+    };
+    match Config::load(path) {
+        Ok(cfg) => {
+            if let Some(applied) = control.apply_file(cfg.streams).await {
+                info!(file = %path.display(), %applied, "Config reloaded");
             }
-            let url = match PushUrl::parse(url.expose()) {
-                Ok(u) => u,
-                Err(e) => {
-                    warn!(stream = %path, dest = %name, error = %e, "Destination skipped");
-                    continue;
-                }
-            };
-            let sub = self
-                .hub
-                .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
-            let (push, redacted): (Box<dyn Destination>, String) = match url.target() {
-                PushTarget::Rtmp(url) => {
-                    let push_cfg = PushConfig {
-                        client: cthulhu_rtmp::ClientConfig {
-                            chunk_size: self.chunk_size,
-                            tls_ca_file: tls_ca_file.clone(),
-                            ..Default::default()
-                        },
-                        grace: self.grace,
-                        audio_hold: self.audio_hold,
-                        write_timeout: self.push_stall_timeout,
-                    };
-                    let redacted = url.redacted();
-                    let push = RtmpPush::new(name.clone(), url.clone(), sub, push_cfg)
-                        .in_group(&self.push_group);
-                    (Box::new(push), redacted)
-                }
-                PushTarget::Srt(url) => {
-                    let push_cfg = SrtPushConfig {
-                        latency: self.srt_latency,
-                        grace: self.grace,
-                        ..SrtPushConfig::default()
-                    };
-                    let redacted = url.redacted();
-                    let push = SrtPush::new(name.clone(), url.clone(), sub, push_cfg);
-                    (Box::new(push), redacted)
-                }
-            };
-            match &tls_ca_file {
-                None => {
-                    info!(stream = %path, dest = %name, url = %redacted, "Destination configured")
-                }
-                Some(ca) => {
-                    info!(stream = %path, dest = %name, url = %redacted, tls_ca_file = %ca.display(), "Destination configured")
-                }
-            }
-            let handle = Supervisor::spawn(
-                format!("{path}:{name}"),
-                redacted,
-                push,
-                BackoffPolicy::default(),
-            );
-            self.running.insert(id, handle);
+        }
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "Config reload failed: keeping the running configuration");
         }
     }
+}
+
+/// SIGHUP, as a stream of reload requests (none where there are no signals).
+fn reload_signal() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // One pending reload is enough.
+                        let _ = tx.try_send(());
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "SIGHUP handler not installed: reload by signal unavailable")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// The server's policy: the config's rules, followed by the auth and route plugins
