@@ -487,7 +487,10 @@ impl SupervisorHandle {
     /// Ends the backoff wait now if the destination is retrying, so the next attempt
     /// starts at once; returns whether it was retrying. The failure count is kept.
     pub fn retry_now(&self) -> bool {
-        if !matches!(self.status.borrow().state, DestinationState::Retrying { .. }) {
+        if !matches!(
+            self.status.borrow().state,
+            DestinationState::Retrying { .. }
+        ) {
             return false;
         }
         self.retry.send_modify(|n| *n = n.wrapping_add(1));
@@ -969,14 +972,19 @@ mod tests {
         assert!(!handle.retry_now(), "not retrying yet");
         let recorder = record(&handle);
         for attempt in 1..=6 {
-            wait_until(&handle, |s| {
-                matches!(s, DestinationState::Retrying { attempt: a, .. } if *a == attempt)
-            })
+            wait_until(
+                &handle,
+                |s| matches!(s, DestinationState::Retrying { attempt: a, .. } if *a == attempt),
+            )
             .await;
             let asked = Instant::now();
             assert!(handle.retry_now());
             wait_until(&handle, |s| !matches!(s, DestinationState::Retrying { .. })).await;
-            assert!(asked.elapsed() < Duration::from_millis(5), "{:?}", asked.elapsed());
+            assert!(
+                asked.elapsed() < Duration::from_millis(5),
+                "{:?}",
+                asked.elapsed()
+            );
         }
         wait_until(&handle, |s| matches!(s, DestinationState::Live { .. })).await;
         handle.stop().await;

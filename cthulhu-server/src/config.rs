@@ -83,6 +83,8 @@ pub(crate) struct Config {
     pub(crate) rtmp: RtmpConfig,
     /// `[srt]`: the SRT listener and SRT destinations.
     pub(crate) srt: SrtConfig,
+    /// `[http]`: the HTTP API.
+    pub(crate) http: HttpConfig,
     /// `[hub]`: per-stream buffering and fan-out.
     pub(crate) hub: HubConfig,
     /// `[[streams]]`: the streams that may be published, with their destinations.
@@ -279,6 +281,24 @@ pub(crate) struct SrtConfig {
     pub(crate) max_pending_handshakes: usize,
 }
 
+/// `[http]`: the HTTP API (and later the console).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpConfig {
+    /// Whether to serve the API at all (`enabled`). Default true.
+    pub(crate) enabled: bool,
+    /// Listen address (TCP). Default `127.0.0.1:8080`: the loopback only.
+    pub(crate) listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
 /// `[hub]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct HubConfig {
@@ -428,6 +448,7 @@ impl Config {
             },
             rtmp: RtmpConfig::default(),
             srt: SrtConfig::default(),
+            http: HttpConfig::default(),
             hub: HubConfig::default(),
             streams: Vec::new(),
             storage: Vec::new(),
@@ -499,6 +520,7 @@ struct RawConfig {
     server: RawServer,
     rtmp: RawRtmp,
     srt: RawSrt,
+    http: RawHttp,
     hub: RawHub,
     streams: Vec<Spanned<RawStream>>,
     storage: std::collections::BTreeMap<String, Spanned<RawStorage>>,
@@ -581,6 +603,13 @@ struct RawSrt {
     max_connections: Option<Spanned<i64>>,
     max_connections_per_ip: Option<Spanned<i64>>,
     max_pending_handshakes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    enabled: Option<bool>,
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -712,6 +741,7 @@ impl Checker<'_> {
         let server = self.server(raw.server)?;
         let rtmp = self.rtmp(raw.rtmp)?;
         let srt = self.srt(raw.srt)?;
+        let http = self.http(raw.http)?;
         let hub = self.hub(raw.hub)?;
         let storage = self.storage(raw.storage)?;
         let streams = self.streams(raw.streams, &storage)?;
@@ -720,10 +750,32 @@ impl Checker<'_> {
             server,
             rtmp,
             srt,
+            http,
             hub,
             streams,
             storage,
             plugins,
+        })
+    }
+
+    fn http(&self, raw: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let d = HttpConfig::default();
+        let listen = match raw.listen {
+            None => d.listen,
+            Some(listen) => listen.get_ref().trim().parse().map_err(|_| {
+                self.error(
+                    &listen.span(),
+                    "http.listen",
+                    format_args!(
+                        "invalid listen address {:?} (expected ip:port, such as 127.0.0.1:8080)",
+                        listen.get_ref()
+                    ),
+                )
+            })?,
+        };
+        Ok(HttpConfig {
+            enabled: raw.enabled.unwrap_or(d.enabled),
+            listen,
         })
     }
 

@@ -5,6 +5,7 @@
 //! on first start). `--config FILE` reads a TOML file; `check` validates one; `probe`
 //! tests a destination before going live.
 
+mod api;
 mod auth;
 mod config;
 mod control;
@@ -49,6 +50,22 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         tls_ca_file: Option<PathBuf>,
     },
+    /// API tokens for automation (`Authorization: Bearer TOKEN`).
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Creates a token and prints it once. Works while the server runs (same data
+    /// directory: the one of --config, or ./cthulhu-data).
+    Create {
+        /// A unique name, shown in the audit log as token:NAME.
+        #[arg(long)]
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,7 +77,45 @@ fn main() -> ExitCode {
             timeout,
             tls_ca_file,
         }) => probe(&url, timeout, tls_ca_file),
+        Some(Command::Token {
+            action: TokenCommand::Create { name },
+        }) => token_create(cli.config, name),
         None => serve(cli.config),
+    }
+}
+
+fn token_create(path: Option<PathBuf>, name: String) -> ExitCode {
+    let data_dir = match &path {
+        Some(p) => match config::Config::load(p) {
+            Ok(c) => c.server.data_dir,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => PathBuf::from(config::DEFAULT_DATA_DIR),
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let made = rt.block_on(async {
+        let db = run::open_db(&data_dir)?;
+        anyhow::Ok(api::issue_token(&db, name.clone()).await?)
+    });
+    match made {
+        Ok((_, token)) => {
+            println!("{token}");
+            eprintln!("Token {name} created; it is shown only this once.");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot create the token: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

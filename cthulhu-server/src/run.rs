@@ -22,10 +22,13 @@ use cthulhu_plugins::{
     Recording as PluginRecording, RoutePlugin,
 };
 
+use crate::auth;
+use crate::config::PushUrl;
 use crate::config::{
     Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PluginHook, RecordFormat,
 };
-use crate::control::{Control, PushSettings, SharedRules};
+use crate::control::{Control, DestinationPatch, PushSettings, PushSpec, SharedRules, StreamSpec};
+use crate::db::{Db, Role};
 use crate::store::Store;
 
 /// The log filter when neither `RUST_LOG` nor the config sets one. srt-protocol warns
@@ -190,8 +193,12 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
         chain.is_some().then_some(plan_tx),
     );
     // Every configured stream's destinations start now, so they are visible while
-    // idle; the rules are in place before the listeners accept anyone.
+    // idle; the rules are in place before the listeners accept anyone. Then what was
+    // created at runtime, from the store.
     control.apply_file(cfg.streams.clone()).await;
+    let db = open_db(&cfg.server.data_dir)?;
+    load_store(&control, &db).await?;
+    ensure_admin(&db).await?;
 
     let server_cfg = ServerConfig {
         chunk_size: cfg.rtmp.chunk_size,
@@ -244,6 +251,33 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
         .with_context(|| format!("listening for SRT on {}", cfg.srt.listen))?;
         info!(addr = %srt.local_addr(), "SRT listening");
         Some(tokio::spawn(srt.run(stop_rx.clone())))
+    } else {
+        None
+    };
+    let http_task = if cfg.http.enabled {
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "listening for the HTTP API on {} (change [http] listen, or set [http] enabled = false)",
+                    cfg.http.listen
+                )
+            })?;
+        info!(addr = %listener.local_addr()?, "HTTP API listening");
+        let state = Arc::new(crate::api::ApiState {
+            control: control.clone(),
+            db: db.clone(),
+            hub: hub.clone(),
+            config_path: config_path.clone(),
+        });
+        let mut stop = stop_rx.clone();
+        Some(tokio::spawn(crate::api::serve(
+            listener,
+            state,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        )))
     } else {
         None
     };
@@ -310,7 +344,97 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
     if let Some(t) = srt_task {
         let _ = t.await;
     }
+    if let Some(t) = http_task {
+        let _ = t.await;
+    }
     info!("Stopped");
+    Ok(())
+}
+
+/// Opens the store in the data directory (created private if missing).
+pub(crate) fn open_db(data_dir: &Path) -> anyhow::Result<Db> {
+    Store::open(data_dir)
+        .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
+    Db::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))
+}
+
+/// Hands what was created at runtime (streams, destinations, enable/disable of the
+/// file's destinations) to the control plane. An entry that no longer makes sense
+/// (a destination of a stream that is gone) is skipped with a warning.
+async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
+    let (streams, dests, overrides) = db
+        .run(|db| Ok((db.streams()?, db.destinations()?, db.overrides()?)))
+        .await
+        .context("reading the store")?;
+    for s in streams {
+        let Ok(path) = StreamPath::new(s.path.as_str()) else {
+            warn!(stream = %s.path, "Stored stream skipped: invalid path");
+            continue;
+        };
+        let spec = StreamSpec {
+            path: path.clone(),
+            key: s.key,
+            play_key: s.play_key,
+            passphrase: s.passphrase,
+        };
+        if let Err(e) = control.add_stream(spec).await {
+            warn!(stream = %path, error = %e, "Stored stream skipped");
+        }
+    }
+    for d in dests {
+        let (Ok(path), Ok(url)) = (
+            StreamPath::new(d.stream_path.as_str()),
+            PushUrl::parse(d.url.expose()),
+        ) else {
+            warn!(stream = %d.stream_path, dest = %d.name, "Stored destination skipped: invalid path or URL");
+            continue;
+        };
+        let spec = PushSpec {
+            name: d.name.clone(),
+            url,
+            tls_ca_file: None,
+            enabled: d.enabled,
+        };
+        if let Err(e) = control.add_destination(path, spec).await {
+            warn!(stream = %d.stream_path, dest = %d.name, error = %e, "Stored destination skipped");
+        }
+    }
+    for o in overrides.into_iter().filter(|o| o.kind == "destination") {
+        let Ok(path) = StreamPath::new(o.stream_path.as_str()) else {
+            continue;
+        };
+        let patch = DestinationPatch {
+            enabled: Some(o.enabled),
+            url: None,
+        };
+        if let Err(e) = control.patch_destination(path, o.name.clone(), patch).await {
+            warn!(stream = %o.stream_path, dest = %o.name, error = %e, "Stored override skipped");
+        }
+    }
+    Ok(())
+}
+
+/// On the first start (no user yet) creates `admin` with a random password, shown
+/// once on stdout like the default stream key.
+async fn ensure_admin(db: &Db) -> anyhow::Result<()> {
+    if db.run(|db| db.user_count()).await? > 0 {
+        return Ok(());
+    }
+    let password = auth::password::generate_password();
+    let p = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::password::hash_password(&p))
+        .await
+        .context("hashing the admin password")??;
+    let now = crate::control::unix_secs(std::time::SystemTime::now());
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    db.run(move |db| db.create_user("admin", &hash, Role::Admin, now))
+        .await
+        .context("creating the admin user")?;
+    println!();
+    println!("Cthulhu created the console user admin with the password: {password}");
+    println!("It is shown only this once (`cthulhu-server admin reset-password` makes a new one).");
+    println!();
+    info!("Created the admin user (password shown on stdout once)");
     Ok(())
 }
 

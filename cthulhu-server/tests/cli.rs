@@ -115,7 +115,8 @@ async fn probe_reports_success_refusal_and_failure() -> Result<()> {
     Ok(())
 }
 
-/// No arguments: a working proxy on defaults; the key is printed once and reused.
+/// No arguments: a working proxy on defaults; the key and the admin password are
+/// printed once, the key is reused, and the API on 127.0.0.1:8080 wants a token.
 #[tokio::test]
 async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -134,6 +135,18 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
         .map(str::to_owned)
         .ok_or_else(|| anyhow::anyhow!("no key printed:\n{log}"))?;
     assert!(key.len() >= 24, "key too short");
+    let password = log
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Cthulhu created the console user admin with the password: ")
+        })
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no admin password printed:\n{log}"))?;
+    assert!(password.len() >= 16, "password too short");
+    wait_for_port(8080, Duration::from_secs(10)).await?;
+    let resp = reqwest::get("http://127.0.0.1:8080/api/v1/streams").await?;
+    assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
     assert!(
         log.contains("rtmp://<this machine's address>:1935/live"),
         "{log}"
@@ -155,6 +168,8 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let log = strip_ansi(&second.log());
     assert!(!log.contains(&key), "key shown again:\n{log}");
+    assert!(!log.contains(&password), "password shown again:\n{log}");
+    assert!(!strip_ansi(&first.log()).contains(&format!("password={password}")));
     second.kill().await?;
     Ok(())
 }

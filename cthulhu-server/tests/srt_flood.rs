@@ -50,6 +50,7 @@ impl Server {
             "[server]\ndata_dir = \"{}\"\nlog = \"info\"\n\
              [rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n\
              [srt]\nlisten = \"127.0.0.1:{srt_port}\"\nlatency_ms = 500\n\
+             [http]\nenabled = false\n\
              [[streams]]\npath = \"live/studio\"\nkey = \"{KEY}\"\n",
             dir.path().join("data").display()
         );

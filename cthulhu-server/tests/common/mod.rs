@@ -25,6 +25,10 @@ pub struct Cthulhu {
     pub port: u16,
     /// The SRT listener's UDP port (127.0.0.1).
     pub srt_port: u16,
+    /// The HTTP API's port (127.0.0.1).
+    pub http_port: u16,
+    /// How many times [`Self::restart`] ran.
+    pub restarts: u32,
     pub dir: tempfile::TempDir,
 }
 
@@ -46,14 +50,16 @@ impl Cthulhu {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let srt_port = free_udp_port();
+        let http_port = free_port();
         let config = format!(
-            "[server]\ndata_dir = \"{}\"\nlog = \"{log}\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n{srt}\n",
+            "[server]\ndata_dir = \"{}\"\nlog = \"{log}\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n{srt}\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
             dir.path().join("data").display()
         );
         let path = dir.path().join("cthulhu.toml");
         std::fs::write(&path, config)?;
         let mut me = Self::start_with(&path, port, dir).await?;
         me.srt_port = srt_port;
+        me.http_port = http_port;
         Ok(me)
     }
 
@@ -69,8 +75,62 @@ impl Cthulhu {
             proc,
             port,
             srt_port: 0,
+            http_port: 0,
+            restarts: 0,
             dir,
         })
+    }
+
+    /// Stops the server with SIGTERM (it unpublishes and finishes recordings) and
+    /// starts it again on the same config file and data directory; the new process
+    /// logs to `server2.log` (then `server3.log`, ...).
+    pub async fn restart(&mut self) -> Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.proc.pid().to_string()])
+            .status()
+            .await?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        self.proc.wait_timeout(Duration::from_secs(30)).await?;
+        self.restarts += 1;
+        let config = self.dir.path().join("cthulhu.toml");
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config").arg(&config).stdin(Stdio::null());
+        let log = self
+            .dir
+            .path()
+            .join(format!("server{}.log", self.restarts + 1));
+        self.proc = ChildGuard::spawn_with_log("cthulhu-server", cmd, &log)?;
+        wait_for_port(self.port, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("server did not listen again: {}", self.proc.log_tail()))?;
+        Ok(())
+    }
+
+    /// The config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("cthulhu.toml")
+    }
+
+    /// `http://127.0.0.1:HTTP_PORT/api/v1/PATH`.
+    pub fn api(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/api/v1/{path}", self.http_port)
+    }
+
+    /// Creates an API token with the CLI (`token create`), as an operator would while
+    /// the server runs.
+    pub async fn create_token(&self, name: &str) -> Result<String> {
+        let out = Command::new(bin())
+            .args(["token", "create", "--name", name, "--config"])
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .output()
+            .await?;
+        anyhow::ensure!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     /// `srt://127.0.0.1:SRT_PORT?streamid=STREAMID` (the stream id percent-encoded).

@@ -1,0 +1,622 @@
+//! The HTTP API (`/api/v1`), JSON over axum, on `[http] listen` (the loopback by
+//! default).
+//!
+//! Every endpoint needs a caller: `Authorization: Bearer TOKEN` with an API token
+//! (`cthulhu-server token create --name NAME`), stored hashed. Anonymous calls get
+//! 401. Errors are `{"error": {"code", "message", "field"?}}`. Secrets are
+//! write-only: stream keys and destination URLs with their keys are never returned
+//! (destinations show the redacted URL), and a token is shown once, at creation.
+//!
+//! Changes go through the [`Control`] handle, so the running destinations change
+//! at once and the others are not touched; destinations created here are kept in the
+//! store and come back at the next start, and enabling or disabling a destination
+//! the config file declares is kept as an override.
+
+mod dto;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cthulhu_core::{Hub, StreamPath};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::auth;
+use crate::config::{Config, PushUrl};
+use crate::control::{Control, ControlError, DestinationPatch, Origin, PushSpec};
+use crate::db::{Db, DbError, NewAudit};
+
+/// Request bodies are small JSON documents.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Destination names: what logs, metrics labels and URLs can carry as they are.
+const MAX_NAME_LEN: usize = 64;
+
+/// What the handlers share.
+pub(crate) struct ApiState {
+    /// The control plane.
+    pub(crate) control: Control,
+    /// The store.
+    pub(crate) db: Db,
+    /// The hub, for live figures.
+    pub(crate) hub: Hub,
+    /// The config file, for reloads (None on the embedded default).
+    pub(crate) config_path: Option<PathBuf>,
+}
+
+/// The API's routes.
+pub(crate) fn router(state: Arc<ApiState>) -> Router {
+    let v1 = Router::new()
+        .route("/streams", get(list_streams))
+        .route("/streams/{app}/{name}", get(get_stream))
+        .route("/streams/{app}/{name}/destinations", post(add_destination))
+        .route(
+            "/streams/{app}/{name}/destinations/{dest}",
+            axum::routing::patch(patch_destination).delete(delete_destination),
+        )
+        .route(
+            "/streams/{app}/{name}/destinations/{dest}/retry",
+            post(retry_destination),
+        )
+        .route("/reload", post(reload))
+        .route("/tokens", get(list_tokens).post(create_token))
+        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .fallback(not_found);
+    Router::new()
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// An error answer: `{"error": {"code", "message", "field"?}}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "authentication required: send Authorization: Bearer TOKEN",
+        )
+    }
+
+    fn internal(what: &str, e: impl std::fmt::Display) -> Self {
+        warn!(error = %e, "API: {what} failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{what} failed (see the server log)"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let (Some(field), Some(obj)) = (self.field, error.as_object_mut()) {
+            obj.insert("field".into(), field.into());
+        }
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::NotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            ControlError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ControlError::Invalid { field, message } => Self::invalid(&field, message),
+            ControlError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            DbError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
+            other => Self::internal("the store", other),
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// A JSON body whose rejections answer in the API's error format.
+struct Body<T>(T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                e.body_text(),
+            )),
+            Err(e) => Err(ApiError::new(e.status(), "bad_request", e.body_text())),
+        }
+    }
+}
+
+/// Who is calling: only authenticated callers reach a handler.
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    /// As the audit log names it (`token:NAME`).
+    actor: String,
+}
+
+impl FromRequestParts<Arc<ApiState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, ApiError> {
+        let bearer = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256);
+        let Some(token) = bearer else {
+            return Err(ApiError::unauthorized());
+        };
+        let hash = auth::token::hash_token(token);
+        let found = state
+            .db
+            .run(move |db| {
+                let t = db.token_by_hash(&hash)?;
+                if let Some(t) = &t {
+                    db.touch_token(t.id, now())?;
+                }
+                Ok(t)
+            })
+            .await?;
+        match found {
+            Some(t) => Ok(Caller {
+                actor: format!("token:{}", t.name),
+            }),
+            None => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or revoked token",
+            )),
+        }
+    }
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn stream_path(app: &str, name: &str) -> Result<StreamPath, ApiError> {
+    StreamPath::new(&format!("{app}/{name}")).map_err(|e| ApiError::invalid("path", e.to_string()))
+}
+
+async fn audit(state: &ApiState, caller: &Caller, action: &'static str, target: String) {
+    let actor = caller.actor.clone();
+    let written = state
+        .db
+        .run(move |db| {
+            db.audit(&NewAudit {
+                at: now(),
+                actor: &actor,
+                action,
+                target: Some(&target),
+                ..NewAudit::default()
+            })
+        })
+        .await;
+    if let Err(e) = written {
+        warn!(error = %e, "Audit entry not written");
+    }
+}
+
+async fn list_streams(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let views = state.control.snapshot().await;
+    let live = state.hub.snapshot();
+    let streams: Vec<_> = views
+        .iter()
+        .map(|v| dto::stream(v, live.iter().find(|s| s.path == v.path)))
+        .collect();
+    Ok(Json(json!({ "streams": streams })))
+}
+
+async fn get_stream(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path((app, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = stream_path(&app, &name)?;
+    let views = state.control.snapshot().await;
+    let view = views.iter().find(|v| v.path == path).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("stream {path} not found"),
+        )
+    })?;
+    let live = state.hub.snapshot();
+    Ok(Json(dto::stream(
+        view,
+        live.iter().find(|s| s.path == path),
+    )))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewDestination {
+    name: String,
+    url: String,
+    enabled: Option<bool>,
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty()
+        || name.len() > MAX_NAME_LEN
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(ApiError::invalid(
+            "name",
+            format!("1 to {MAX_NAME_LEN} letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_url(raw: &str) -> Result<PushUrl, ApiError> {
+    // The error names the problem, never the key.
+    PushUrl::parse(raw).map_err(|e| ApiError::invalid("url", e.to_string()))
+}
+
+async fn add_destination(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path((app, name)): Path<(String, String)>,
+    Body(body): Body<NewDestination>,
+) -> Result<Response, ApiError> {
+    let path = stream_path(&app, &name)?;
+    check_name(&body.name)?;
+    let url = parse_url(&body.url)?;
+    let enabled = body.enabled.unwrap_or(true);
+    let spec = PushSpec {
+        name: body.name.clone(),
+        url: url.clone(),
+        tls_ca_file: None,
+        enabled,
+    };
+    let applied = state.control.add_destination(path.clone(), spec).await?;
+    let (p, n, u) = (path.to_string(), body.name.clone(), url.as_str().to_owned());
+    if let Err(e) = state
+        .db
+        .run(move |db| db.create_destination(&p, &n, &u, enabled, now()))
+        .await
+    {
+        // Not kept: not running either.
+        let _ = state
+            .control
+            .remove_destination(path.clone(), body.name.clone())
+            .await;
+        return Err(e.into());
+    }
+    audit(
+        &state,
+        &caller,
+        "destination.create",
+        format!("{path}:{}", body.name),
+    )
+    .await;
+    info!(stream = %path, dest = %body.name, by = %caller.actor, started = applied.started.len(), "API: destination added");
+    let view = state
+        .control
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|v| v.path == path)
+        .and_then(|v| v.destinations.into_iter().find(|d| d.name == body.name));
+    let dest = view.map(|d| dto::destination(&d)).unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(dest)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchBody {
+    enabled: Option<bool>,
+    url: Option<String>,
+}
+
+async fn origin_of(state: &ApiState, path: &StreamPath, dest: &str) -> Result<Origin, ApiError> {
+    state
+        .control
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|v| &v.path == path)
+        .and_then(|v| v.destinations.into_iter().find(|d| d.name == dest))
+        .map(|d| d.origin)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("destination {dest} of {path} not found"),
+            )
+        })
+}
+
+async fn patch_destination(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path((app, name, dest)): Path<(String, String, String)>,
+    Body(body): Body<PatchBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = stream_path(&app, &name)?;
+    let url = body.url.as_deref().map(parse_url).transpose()?;
+    let origin = origin_of(&state, &path, &dest).await?;
+    let patch = DestinationPatch {
+        enabled: body.enabled,
+        url: url.clone(),
+    };
+    state
+        .control
+        .patch_destination(path.clone(), dest.clone(), patch)
+        .await?;
+    let (p, n) = (path.to_string(), dest.clone());
+    let enabled = body.enabled;
+    let u = url.map(|u| u.as_str().to_owned());
+    state
+        .db
+        .run(move |db| {
+            match origin {
+                Origin::File => {
+                    if let Some(on) = enabled {
+                        db.set_override("destination", &p, &n, on, now())?;
+                    }
+                }
+                _ => {
+                    db.update_destination(&p, &n, u.as_deref(), enabled, now())?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    audit(
+        &state,
+        &caller,
+        "destination.update",
+        format!("{path}:{dest}"),
+    )
+    .await;
+    let view = state
+        .control
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|v| v.path == path)
+        .and_then(|v| v.destinations.into_iter().find(|d| d.name == dest));
+    Ok(Json(view.map(|d| dto::destination(&d)).unwrap_or_default()))
+}
+
+async fn delete_destination(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path((app, name, dest)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let path = stream_path(&app, &name)?;
+    state
+        .control
+        .remove_destination(path.clone(), dest.clone())
+        .await?;
+    let (p, n) = (path.to_string(), dest.clone());
+    state
+        .db
+        .run(move |db| db.delete_destination(&p, &n))
+        .await?;
+    audit(
+        &state,
+        &caller,
+        "destination.delete",
+        format!("{path}:{dest}"),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn retry_destination(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller,
+    Path((app, name, dest)): Path<(String, String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = stream_path(&app, &name)?;
+    let retrying = state.control.retry(path, dest).await?;
+    Ok(Json(json!({ "retried": retrying })))
+}
+
+async fn reload(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Some(path) = state.config_path.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_config_file",
+            "the server runs without a config file: nothing to reload",
+        ));
+    };
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| ApiError::internal("reading the config file", e))?;
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            warn!(error = %e, "Config reload failed: keeping the running configuration");
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "config_invalid",
+                format!("{e} (the running configuration is kept)"),
+            ));
+        }
+    };
+    let applied = state
+        .control
+        .apply_file(cfg.streams)
+        .await
+        .ok_or_else(|| ApiError::from(ControlError::Closed))?;
+    info!(by = %caller.actor, %applied, "Config reloaded");
+    audit(&state, &caller, "config.reload", String::new()).await;
+    Ok(Json(json!({
+        "started": applied.started,
+        "stopped": applied.stopped,
+        "restarted": applied.restarted,
+        "unchanged": applied.kept,
+    })))
+}
+
+async fn list_tokens(
+    State(state): State<Arc<ApiState>>,
+    _caller: Caller,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let tokens = state.db.run(|db| db.list_tokens()).await?;
+    let tokens: Vec<_> = tokens
+        .iter()
+        .map(|t| {
+            json!({
+                "id": t.id,
+                "name": t.name,
+                "created_at": t.created_at,
+                "last_used_at": t.last_used_at,
+                "revoked": t.revoked,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+}
+
+async fn create_token(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Body(body): Body<NewToken>,
+) -> Result<Response, ApiError> {
+    check_name(&body.name)?;
+    let (id, token) = issue_token(&state.db, body.name.clone()).await?;
+    audit(
+        &state,
+        &caller,
+        "token.create",
+        format!("token:{}", body.name),
+    )
+    .await;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "name": body.name, "token": token })),
+    )
+        .into_response())
+}
+
+/// Creates an API token named `name`; returns its id and the token (shown once).
+pub(crate) async fn issue_token(db: &Db, name: String) -> Result<(i64, String), DbError> {
+    let token = auth::token::new_token(auth::token::API_TOKEN_PREFIX);
+    let hash = auth::token::hash_token(&token);
+    let id = db
+        .run(move |db| db.create_token(&name, &hash, None, now()))
+        .await?;
+    Ok((id.0, token))
+}
+
+async fn revoke_token(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    let revoked = state
+        .db
+        .run(move |db| db.revoke_token(crate::db::TokenId(id)))
+        .await?;
+    if !revoked {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("token {id} not found"),
+        ));
+    }
+    audit(&state, &caller, "token.revoke", format!("token #{id}")).await;
+    Ok(StatusCode::NO_CONTENT)
+}

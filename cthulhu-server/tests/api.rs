@@ -1,0 +1,433 @@
+//! The HTTP API against the real binary and real nginx-rtmp destinations: changes
+//! apply live without touching the other destinations, survive a restart, and
+//! nothing answers without a token.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use common::{Cthulhu, video_gaps};
+use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+const KEY: &str = "studio-secret-1";
+/// The key part of the added destination's URL: it must never come back.
+const DEST_KEY: &str = "added-dest-key-93";
+
+fn config(steady: &Nginx) -> String {
+    format!(
+        "[hub]\npublisher_grace_secs = 1\n[[streams]]\npath = \"live/studio\"\nkey = \"{KEY}\"\n\
+         [[streams.push]]\nname = \"steady\"\nurl = \"{}\"\n",
+        steady.url("s")
+    )
+}
+
+/// Sends `method path` with `body` as the bearer of `token`; returns the status and
+/// the JSON answer (Null when empty).
+async fn call(
+    http: &Client,
+    srv: &Cthulhu,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value)> {
+    let mut req = http.request(method, srv.api(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)?
+    };
+    Ok((status, value))
+}
+
+/// The destination `name` of `live/studio` as the API shows it.
+async fn dest(http: &Client, srv: &Cthulhu, token: &str, name: &str) -> Result<Value> {
+    let (status, stream) = call(
+        http,
+        srv,
+        Some(token),
+        Method::GET,
+        "streams/live/studio",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {stream}");
+    Ok(stream["destinations"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
+        .unwrap_or(Value::Null))
+}
+
+/// Polls until the destination's state is `state`.
+async fn wait_state(
+    http: &Client,
+    srv: &Cthulhu,
+    token: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let d = dest(http, srv, token, name).await?;
+        if d["state"] == state {
+            return Ok(d);
+        }
+        ensure!(Instant::now() < deadline, "{name} never got {state}: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With ffmpeg publishing: a destination added through the API goes live and nginx
+/// decodes it; disabled it stops, re-enabled it is live again, deleted it stops. The
+/// file's destination keeps its one connection throughout (a recording without a
+/// gap of half a second). The file's entries refuse edits other than enabling
+/// (409), bad input gets 422 naming the field, and no answer or log holds a key.
+#[tokio::test]
+async fn destinations_change_live_through_the_api() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let added = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&config(&steady)).await?;
+    let token = srv.create_token("ci").await?;
+    ensure!(token.starts_with("cth_") && token.len() > 40, "{token}");
+    let http = Client::new();
+
+    let secs = 24.0;
+    let mut publisher =
+        Ffmpeg::publish_test_pattern(&srv.url(KEY), &PublishOptions::seconds(secs)).await?;
+    wait_state(
+        &http,
+        &srv,
+        &token,
+        "steady",
+        "live",
+        Duration::from_secs(15),
+    )
+    .await?;
+
+    let url = format!("rtmp://127.0.0.1:{}/live/{DEST_KEY}?x=1", added.port());
+    let t0 = Instant::now();
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams/live/studio/destinations",
+        Some(json!({"name": "added", "url": url})),
+    )
+    .await?;
+    let answered = t0.elapsed();
+    ensure!(status == StatusCode::CREATED, "{status} {body}");
+    ensure!(body["origin"] == "api" && body["enabled"] == true, "{body}");
+    ensure!(
+        ["connecting", "live", "waiting"].contains(&body["state"].as_str().unwrap_or("")),
+        "{body}"
+    );
+    eprintln!("201 after {answered:?}: {body}");
+    let live = wait_state(
+        &http,
+        &srv,
+        &token,
+        "added",
+        "live",
+        Duration::from_secs(10),
+    )
+    .await?;
+    eprintln!("added live {:?} after the request", t0.elapsed());
+    ensure!(
+        live["url"]
+            .as_str()
+            .is_some_and(|u| u.ends_with("/live/***")),
+        "{live}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Disable: the push unpublishes and stops.
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::PATCH,
+        "streams/live/studio/destinations/added",
+        Some(json!({"enabled": false})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::OK && body["enabled"] == false,
+        "{status} {body}"
+    );
+    srv.wait_for_log("Stopped dest=live/studio:added", Duration::from_secs(10))
+        .await?;
+    wait_state(
+        &http,
+        &srv,
+        &token,
+        "added",
+        "stopped",
+        Duration::from_secs(5),
+    )
+    .await?;
+    let first_part = decode_check(
+        added.recording_path(DEST_KEY).to_str().unwrap_or_default(),
+        Duration::from_secs(30),
+    )
+    .await?;
+    first_part.ensure_clean()?;
+    ensure!(first_part.video_seconds > 2.0, "{first_part:?}");
+
+    // Re-enable, then delete.
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::PATCH,
+        "streams/live/studio/destinations/added",
+        Some(json!({"enabled": true})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    wait_state(
+        &http,
+        &srv,
+        &token,
+        "added",
+        "live",
+        Duration::from_secs(10),
+    )
+    .await?;
+    ensure!(
+        srv.count("Live dest=live/studio:added") == 2,
+        "{}",
+        srv.log()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::DELETE,
+        "streams/live/studio/destinations/added",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::NO_CONTENT, "{status} {body}");
+    ensure!(dest(&http, &srv, &token, "added").await?.is_null());
+
+    // What the API refuses.
+    for (method, path, body, want, field) in [
+        (
+            Method::PATCH,
+            "streams/live/studio/destinations/steady",
+            Some(json!({"url": "rtmp://127.0.0.1:1/live/x"})),
+            StatusCode::CONFLICT,
+            None,
+        ),
+        (
+            Method::DELETE,
+            "streams/live/studio/destinations/steady",
+            None,
+            StatusCode::CONFLICT,
+            None,
+        ),
+        (
+            Method::POST,
+            "streams/live/studio/destinations",
+            Some(json!({"name": "bad", "url": format!("http://example.com/live/{DEST_KEY}")})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("url"),
+        ),
+        (
+            Method::POST,
+            "streams/live/studio/destinations",
+            Some(json!({"name": "no spaces", "url": "rtmp://127.0.0.1:1/live/x"})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("name"),
+        ),
+        (
+            Method::POST,
+            "streams/live/studio/destinations",
+            Some(json!({"name": "steady", "url": "rtmp://127.0.0.1:1/live/x"})),
+            StatusCode::CONFLICT,
+            None,
+        ),
+        (
+            Method::POST,
+            "streams/live/nope/destinations",
+            Some(json!({"name": "x", "url": "rtmp://127.0.0.1:1/live/x"})),
+            StatusCode::NOT_FOUND,
+            None,
+        ),
+    ] {
+        let (status, answer) = call(&http, &srv, Some(&token), method.clone(), path, body).await?;
+        ensure!(status == want, "{method} {path}: {status} {answer}");
+        ensure!(answer["error"]["code"].is_string(), "{answer}");
+        if let Some(f) = field {
+            ensure!(answer["error"]["field"] == f, "{answer}");
+        }
+        ensure!(!answer.to_string().contains(DEST_KEY), "{answer}");
+    }
+    // Enabling and disabling the file's destination works (kept as an override).
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams/live/studio/destinations/steady/retry",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status}");
+
+    publisher.wait_success(Duration::from_secs(40)).await?;
+    srv.wait_for_log(
+        "Stream over: unpublishing dest=steady",
+        Duration::from_secs(20),
+    )
+    .await?;
+    let log = srv.log();
+    ensure!(
+        srv.count("Live dest=live/studio:steady") == 1
+            && srv.count("failed, retrying dest=live/studio:steady") == 0,
+        "the file's destination was disturbed:\n{log}"
+    );
+    ensure!(
+        !log.contains(KEY) && !log.contains(DEST_KEY) && !log.contains(&token),
+        "a secret was logged:\n{log}"
+    );
+    let rec = steady.recording_path("s");
+    decode_check(rec.to_str().unwrap_or_default(), Duration::from_secs(60))
+        .await?
+        .ensure_clean()?;
+    let (gap, span) = video_gaps(&rec).await?;
+    eprintln!("steady: {span:.2} s of video, largest gap {gap:.3} s");
+    ensure!(
+        span > secs - 2.0 && gap < 0.5,
+        "steady: {span:.2} s, gap {gap:.3} s"
+    );
+    Ok(())
+}
+
+/// Destinations created and file destinations disabled through the API come back
+/// after a restart (from SQLite); a revoked token is refused.
+#[tokio::test]
+async fn api_changes_survive_a_restart_and_tokens_revoke() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let mut srv = Cthulhu::start(&config(&steady)).await?;
+    let token = srv.create_token("ops").await?;
+    let http = Client::new();
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams/live/studio/destinations",
+        Some(json!({"name": "kept", "url": format!("rtmp://127.0.0.1:9/live/{DEST_KEY}"), "enabled": false})),
+    )
+    .await?;
+    ensure!(status == StatusCode::CREATED, "{status} {body}");
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::PATCH,
+        "streams/live/studio/destinations/steady",
+        Some(json!({"enabled": false})),
+    )
+    .await?;
+    ensure!(status == StatusCode::OK, "{status} {body}");
+    // A second token, revoked.
+    let (status, made) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "tokens",
+        Some(json!({"name": "temp"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::CREATED, "{status} {made}");
+    let temp = made["token"].as_str().unwrap_or_default().to_owned();
+    let (status, _) = call(&http, &srv, Some(&temp), Method::GET, "streams", None).await?;
+    ensure!(status == StatusCode::OK, "{status}");
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::DELETE,
+        &format!("tokens/{}", made["id"]),
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::NO_CONTENT, "{status}");
+    let (status, _) = call(&http, &srv, Some(&temp), Method::GET, "streams", None).await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED,
+        "revoked token: {status}"
+    );
+    let (status, listed) = call(&http, &srv, Some(&token), Method::GET, "tokens", None).await?;
+    ensure!(status == StatusCode::OK, "{status}");
+    ensure!(!listed.to_string().contains(&temp) && !listed.to_string().contains(&token));
+
+    srv.restart().await?;
+    let kept = dest(&http, &srv, &token, "kept").await?;
+    ensure!(
+        kept["origin"] == "api" && kept["enabled"] == false && kept["state"] == "stopped",
+        "{kept}"
+    );
+    ensure!(!kept.to_string().contains(DEST_KEY), "{kept}");
+    let steady_view = dest(&http, &srv, &token, "steady").await?;
+    ensure!(
+        steady_view["origin"] == "file" && steady_view["enabled"] == false,
+        "{steady_view}"
+    );
+    Ok(())
+}
+
+/// Every endpoint refuses anonymous and made-up callers with 401 and the error shape.
+#[tokio::test]
+async fn every_endpoint_needs_a_token() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&config(&steady)).await?;
+    let http = Client::new();
+    let endpoints = [
+        (Method::GET, "streams"),
+        (Method::GET, "streams/live/studio"),
+        (Method::POST, "streams/live/studio/destinations"),
+        (Method::PATCH, "streams/live/studio/destinations/steady"),
+        (Method::DELETE, "streams/live/studio/destinations/steady"),
+        (
+            Method::POST,
+            "streams/live/studio/destinations/steady/retry",
+        ),
+        (Method::POST, "reload"),
+        (Method::GET, "tokens"),
+        (Method::POST, "tokens"),
+        (Method::DELETE, "tokens/1"),
+    ];
+    for (method, path) in endpoints {
+        for token in [None, Some("cth_0000"), Some("")] {
+            let body = (method != Method::GET && method != Method::DELETE)
+                .then(|| json!({"name": "x", "url": "rtmp://127.0.0.1:1/live/x"}));
+            let (status, answer) = call(&http, &srv, token, method.clone(), path, body).await?;
+            ensure!(
+                status == StatusCode::UNAUTHORIZED && answer["error"]["code"] == "unauthorized",
+                "{method} {path} with {token:?}: {status} {answer}"
+            );
+        }
+    }
+    ensure!(dest(&http, &srv, &srv.create_token("x").await?, "steady").await?["enabled"] == true);
+    Ok(())
+}
