@@ -288,6 +288,8 @@ pub(crate) struct HttpConfig {
     pub(crate) enabled: bool,
     /// Listen address (TCP). Default `127.0.0.1:8080`: the loopback only.
     pub(crate) listen: SocketAddr,
+    /// Bearer token `/metrics` asks for (`metrics_token`); None: open.
+    pub(crate) metrics_token: Option<Secret>,
 }
 
 impl Default for HttpConfig {
@@ -295,6 +297,7 @@ impl Default for HttpConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_token: None,
         }
     }
 }
@@ -610,6 +613,7 @@ struct RawSrt {
 struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
+    metrics_token: Option<Spanned<TomlSecret>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -773,9 +777,21 @@ impl Checker<'_> {
                 )
             })?,
         };
+        let metrics_token = match raw.metrics_token {
+            None => None,
+            Some(t) => {
+                let span = t.span();
+                let token = t.into_inner().into_secret();
+                if token.expose().len() < 16 {
+                    return Err(self.error(&span, "http.metrics_token", "at least 16 characters"));
+                }
+                Some(token)
+            }
+        };
         Ok(HttpConfig {
             enabled: raw.enabled.unwrap_or(d.enabled),
             listen,
+            metrics_token,
         })
     }
 

@@ -10,6 +10,7 @@ mod auth;
 mod config;
 mod control;
 mod db;
+mod metrics;
 mod run;
 mod store;
 

@@ -269,11 +269,20 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
             db: db.clone(),
             hub: hub.clone(),
             config_path: config_path.clone(),
+            limiter: crate::auth::limit::LoginLimiter::default(),
+            // No TLS yet: the session cookie cannot be `Secure`.
+            secure_cookies: false,
         });
+        let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
+            hub: hub.clone(),
+            control: control.clone(),
+            token: cfg.http.metrics_token.clone(),
+        }));
         let mut stop = stop_rx.clone();
         Some(tokio::spawn(crate::api::serve(
             listener,
             state,
+            metrics,
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

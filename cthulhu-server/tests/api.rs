@@ -416,6 +416,8 @@ async fn every_endpoint_needs_a_token() -> Result<()> {
         (Method::GET, "tokens"),
         (Method::POST, "tokens"),
         (Method::DELETE, "tokens/1"),
+        (Method::GET, "events"),
+        (Method::GET, "me"),
     ];
     for (method, path) in endpoints {
         for token in [None, Some("cth_0000"), Some("")] {

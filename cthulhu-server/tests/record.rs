@@ -411,7 +411,11 @@ async fn a_full_disk_stops_the_recording_and_nothing_else() -> Result<()> {
     };
     let mut publisher = Ffmpeg::publish_test_pattern(&srv.url(KEY), &opts).await?;
     // 3 MiB at about 330 kB/s fills in about 9 s.
-    srv.wait_for_log("Recording failed", Duration::from_secs(20))
+    // The recorder's event (the supervisor's "Recording failed, retrying" line comes
+    // before the torn segment is cut back and closed).
+    srv.wait_for_log("Recording failed stream=", Duration::from_secs(20))
+        .await?;
+    srv.wait_for_log("Recording segment finished", Duration::from_secs(10))
         .await?;
     let failed = srv.log();
     assert!(failed.contains("No space left on device"), "{failed}");

@@ -85,3 +85,33 @@ pub(super) fn destination(d: &DestinationView) -> Value {
         "failures": d.status.as_ref().map_or(0, |s| s.failures),
     })
 }
+
+/// A destination's status change, as the event stream sends it.
+pub(super) fn status_event(
+    path: &cthulhu_core::StreamPath,
+    name: &str,
+    s: &cthulhu_core::supervisor::DestinationStatus,
+) -> Value {
+    let (attempt, next_retry_at, since) = match &s.state {
+        DestinationState::Connecting { attempt } => (Some(*attempt), None, None),
+        DestinationState::Retrying {
+            attempt,
+            next_attempt_at,
+            ..
+        } => (Some(*attempt), Some(unix_secs(*next_attempt_at)), None),
+        DestinationState::Live { since } => (None, None, Some(unix_secs(*since))),
+        _ => (None, None, None),
+    };
+    json!({
+        "stream": path.as_str(),
+        "name": name,
+        "url": s.url_redacted,
+        "state": state_name(&s.state),
+        "attempt": attempt,
+        "last_error": s.last_error,
+        "next_retry_at": next_retry_at,
+        "live_since": since,
+        "connects": s.connects,
+        "failures": s.failures,
+    })
+}

@@ -1,9 +1,11 @@
 //! The HTTP API (`/api/v1`), JSON over axum, on `[http] listen` (the loopback by
 //! default).
 //!
-//! Every endpoint needs a caller: `Authorization: Bearer TOKEN` with an API token
-//! (`cthulhu-server token create --name NAME`), stored hashed. Anonymous calls get
-//! 401. Errors are `{"error": {"code", "message", "field"?}}`. Secrets are
+//! Every endpoint but `POST /api/v1/login` needs a caller: `Authorization: Bearer
+//! TOKEN` with an API token (`cthulhu-server token create --name NAME`), stored
+//! hashed, or the session cookie of a browser login (password + TOTP, see
+//! [`session`]), whose changes also need the `X-CSRF-Token` header. Anonymous calls
+//! get 401. Errors are `{"error": {"code", "message", "field"?}}`. Secrets are
 //! write-only: stream keys and destination URLs with their keys are never returned
 //! (destinations show the redacted URL), and a token is shown once, at creation.
 //!
@@ -13,6 +15,8 @@
 //! the config file declares is kept as an override.
 
 mod dto;
+mod events;
+mod session;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,11 +55,19 @@ pub(crate) struct ApiState {
     pub(crate) hub: Hub,
     /// The config file, for reloads (None on the embedded default).
     pub(crate) config_path: Option<PathBuf>,
+    /// Failed logins per IP and per username.
+    pub(crate) limiter: auth::limit::LoginLimiter,
+    /// Whether the session cookie is `Secure` (the API is served over TLS).
+    pub(crate) secure_cookies: bool,
 }
 
 /// The API's routes.
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
     let v1 = Router::new()
+        .route("/login", post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/me", get(session::me))
+        .route("/events", get(events::events))
         .route("/streams", get(list_streams))
         .route("/streams/{app}/{name}", get(get_stream))
         .route("/streams/{app}/{name}/destinations", post(add_destination))
@@ -79,12 +91,16 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
+/// `extra` holds routes outside `/api/v1` on the same listener (`/metrics`).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = extra
+        .merge(router(state))
+        .into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -122,7 +138,7 @@ impl ApiError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "authentication required: send Authorization: Bearer TOKEN",
+            "authentication required: log in, or send Authorization: Bearer TOKEN",
         )
     }
 
@@ -203,8 +219,36 @@ where
 /// Who is calling: only authenticated callers reach a handler.
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
-    /// As the audit log names it (`token:NAME`).
+    /// As the audit log names it (`token:NAME`, or the username of a session).
     actor: String,
+    /// How the caller authenticated.
+    via: Via,
+}
+
+/// How a [`Caller`] authenticated.
+#[derive(Clone)]
+enum Via {
+    /// An API token.
+    Token {
+        /// The token's name.
+        name: String,
+        /// The user it acts for, if any.
+        username: Option<String>,
+    },
+    /// A browser session.
+    Session {
+        /// SHA-256 of the cookie value.
+        id_hash: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token { name, .. } => write!(f, "Token({name})"),
+            Self::Session { .. } => f.write_str("Session(***)"),
+        }
+    }
 }
 
 impl FromRequestParts<Arc<ApiState>> for Caller {
@@ -225,22 +269,37 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256);
         let Some(token) = bearer else {
-            return Err(ApiError::unauthorized());
+            // No bearer token: the session cookie, if any.
+            return match session::from_cookie(parts, state).await? {
+                Some(s) => Ok(Caller {
+                    actor: s.username,
+                    via: Via::Session { id_hash: s.id_hash },
+                }),
+                None => Err(ApiError::unauthorized()),
+            };
         };
         let hash = auth::token::hash_token(token);
         let found = state
             .db
             .run(move |db| {
-                let t = db.token_by_hash(&hash)?;
-                if let Some(t) = &t {
-                    db.touch_token(t.id, now())?;
-                }
-                Ok(t)
+                let Some(t) = db.token_by_hash(&hash)? else {
+                    return Ok(None);
+                };
+                db.touch_token(t.id, now())?;
+                let username = match t.user_id {
+                    Some(id) => db.user_by_id(id)?.map(|u| u.username),
+                    None => None,
+                };
+                Ok(Some((t, username)))
             })
             .await?;
         match found {
-            Some(t) => Ok(Caller {
+            Some((t, username)) => Ok(Caller {
                 actor: format!("token:{}", t.name),
+                via: Via::Token {
+                    name: t.name,
+                    username,
+                },
             }),
             None => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

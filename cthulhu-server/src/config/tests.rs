@@ -229,7 +229,7 @@ fn unknown_keys() {
     );
     assert_error(
         "[hub]\n[srtx]\nlisten = 1\n",
-        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `hub`, `streams`, `storage`, `plugins`",
+        "cthulhu.toml:2:2: srtx: unknown field `srtx`, expected one of `server`, `rtmp`, `srt`, `http`, `hub`, `streams`, `storage`, `plugins`",
     );
     assert_error(
         "[srt]\nlisten = 1\n",

@@ -1,0 +1,453 @@
+//! Browser accounts (issue 14): `POST /api/v1/login` (password + TOTP, with
+//! enrolment at the first login), `POST /api/v1/logout` and `GET /api/v1/me`, and the
+//! session half of the [`Caller`] extractor.
+//!
+//! - **Login**: password (argon2id, on a blocking thread; [`auth::password::dummy_verify`]
+//!   for unknown or disabled users, so timing does not tell them apart) and a TOTP code
+//!   accepted once (its time step must be later than the last accepted one, recorded
+//!   atomically). A user without TOTP gets `{"enrol": {"otpauth_uri", "qr_svg"}}` for a
+//!   pending secret (the same one until it is confirmed, so a reload shows the same QR
+//!   code); the first login with a valid code for it enables TOTP. A wrong password and
+//!   a wrong, replayed or stale code all answer 401 `invalid_credentials` with the same
+//!   message; a correct password without a code answers 401 `totp_required`.
+//! - **Rate limits**: one [`auth::limit::LoginLimiter`] per server, checked before any
+//!   verification, failures counted per IP and per username; over the limit: 429
+//!   `rate_limited` with `Retry-After` (seconds).
+//! - **Sessions**: the cookie value is a fresh 256-bit token of which the store keeps
+//!   only the SHA-256; a session ends after [`SESSION_IDLE_SECS`] without a request or
+//!   [`SESSION_MAX_SECS`] after the login, whichever comes first, or at logout. The
+//!   cookie is `HttpOnly; SameSite=Strict; Path=/` (`Secure` when the API is on TLS).
+//! - **CSRF**: a request authenticated by the cookie with a method other than GET or
+//!   HEAD must carry `X-CSRF-Token` equal to the session's token (given by the login),
+//!   compared in constant time; otherwise 403 `csrf`. Bearer-token calls need none.
+//!
+//! No password, code, cookie value or CSRF token is logged or written to the audit log.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{ApiError, ApiState, Body, Caller, Via, now};
+use crate::auth;
+use crate::auth::totp::TotpSecret;
+use crate::db::{NewAudit, User};
+
+/// A session ends after this long without a request (12 hours).
+pub(crate) const SESSION_IDLE_SECS: i64 = 12 * 3600;
+/// A session ends this long after the login, whatever its activity (7 days).
+pub(crate) const SESSION_MAX_SECS: i64 = 7 * 24 * 3600;
+/// A session's last activity is written at most this often.
+const TOUCH_EVERY_SECS: i64 = 60;
+/// The request header carrying the CSRF token.
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
+/// Longest session cookie value looked up.
+const MAX_COOKIE_VALUE: usize = 256;
+/// Longest username examined; longer ones cannot exist and fail as unknown.
+const MAX_USERNAME_BYTES: usize = 128;
+/// The message of every refused credential (password or code): does not tell which.
+const INVALID_CREDENTIALS: &str = "invalid username, password or code";
+
+/// What the session half of the extractor found.
+pub(super) struct SessionCaller {
+    /// The user's name.
+    pub(super) username: String,
+    /// SHA-256 of the cookie value (for logout).
+    pub(super) id_hash: [u8; 32],
+}
+
+/// Authenticates `parts` by the session cookie, if there is one: `Ok(None)` without a
+/// session cookie; 401 for an unknown, revoked or expired session; 403 `csrf` for a
+/// state change without the session's CSRF token.
+pub(super) async fn from_cookie(
+    parts: &Parts,
+    state: &ApiState,
+) -> Result<Option<SessionCaller>, ApiError> {
+    let value = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|h| auth::cookie::cookie_value(h, auth::cookie::SESSION_COOKIE))
+        .filter(|v| !v.is_empty());
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    if value.len() > MAX_COOKIE_VALUE {
+        return Err(session_expired());
+    }
+    let id_hash = auth::token::hash_token(value);
+    let needs_csrf = !matches!(parts.method, Method::GET | Method::HEAD);
+    let csrf = parts
+        .headers
+        .get(CSRF_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let t = now();
+    let found = state
+        .db
+        .run(move |db| {
+            let Some(session) = db.session(&id_hash, t)? else {
+                return Ok(Err(session_expired()));
+            };
+            if t.saturating_sub(session.last_seen_at) > SESSION_IDLE_SECS {
+                db.revoke_session(&id_hash)?;
+                return Ok(Err(session_expired()));
+            }
+            if needs_csrf
+                && !csrf
+                    .as_deref()
+                    .is_some_and(|c| session.csrf_token.matches(c))
+            {
+                return Ok(Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "a change made with a session needs the X-CSRF-Token header the login gave",
+                )));
+            }
+            let Some(user) = db.user_by_id(session.user_id)? else {
+                return Ok(Err(session_expired()));
+            };
+            if t.saturating_sub(session.last_seen_at) >= TOUCH_EVERY_SECS {
+                db.touch_session(&id_hash, t)?;
+            }
+            Ok(Ok(user.username))
+        })
+        .await?;
+    found.map(|username| Some(SessionCaller { username, id_hash }))
+}
+
+/// 401 for a session that is not (or no longer) valid.
+fn session_expired() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "unknown or expired session: log in again",
+    )
+}
+
+/// The body of `POST /api/v1/login`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LoginBody {
+    /// The login name.
+    username: String,
+    /// The password.
+    password: String,
+    /// The current TOTP code (absent at enrolment).
+    totp: Option<String>,
+}
+
+/// Why a login failed, for the audit log (never shown to the client).
+#[derive(Clone, Copy)]
+enum Failure {
+    /// Unknown user, disabled user or wrong password.
+    Password,
+    /// A code that matches no step around now, or no pending secret.
+    Code,
+    /// A valid code whose step was already used (replay or older code).
+    Replay,
+}
+
+impl Failure {
+    /// The audit detail's reason.
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::Code => "code",
+            Self::Replay => "replay",
+        }
+    }
+}
+
+/// `POST /api/v1/login`.
+pub(super) async fn login(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    Body(body): Body<LoginBody>,
+) -> Result<Response, ApiError> {
+    let ip = addr.ip();
+    let remote = ip.to_string();
+    let LoginBody {
+        username,
+        password,
+        totp,
+    } = body;
+    let totp = totp.filter(|c| !c.is_empty());
+
+    if let Err(wait) = state.limiter.check(ip, &username, Instant::now()) {
+        let secs = auth::limit::retry_after_secs(wait);
+        info!(%remote, retry_after = secs, "API: login refused by the rate limit");
+        login_audit(&state, "login.limited", None, &remote, None).await;
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many failed logins: try again in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(resp);
+    }
+
+    // The user, then the password on a blocking thread (dummy work when unknown).
+    let user = if username.is_empty() || username.len() > MAX_USERNAME_BYTES {
+        None
+    } else {
+        let name = username.clone();
+        state.db.run(move |db| db.user_by_name(&name)).await?
+    }
+    .filter(|u| !u.disabled);
+    let phc = user.as_ref().map(|u| u.password_hash.clone());
+    let password_ok = tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => auth::password::verify_password(&password, &phc),
+        None => {
+            auth::password::dummy_verify();
+            false
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal("password verification", e))?;
+    let user = match user {
+        Some(u) if password_ok => u,
+        known => {
+            let known = known.map(|u| u.username);
+            return Err(fail(&state, ip, &username, known, &remote, Failure::Password).await);
+        }
+    };
+
+    let Some(code) = totp else {
+        if user.totp_enabled {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "totp_required",
+                "enter the code of your authenticator app",
+            ));
+        }
+        return enrol(&state, &user).await;
+    };
+
+    // The code, against the enabled or pending secret; single use.
+    let secret = user
+        .totp_secret
+        .as_deref()
+        .and_then(|s| TotpSecret::from_bytes(s).ok());
+    let unix = u64::try_from(now()).unwrap_or(0);
+    let step = secret
+        .as_ref()
+        .and_then(|s| auth::totp::verify_code(s, &code, unix))
+        .and_then(|step| i64::try_from(step).ok());
+    let Some(step) = step else {
+        let name = Some(user.username.clone());
+        return Err(fail(&state, ip, &username, name, &remote, Failure::Code).await);
+    };
+    let (id, enrolling) = (user.id, !user.totp_enabled);
+    let t = now();
+    let accepted = state
+        .db
+        .run(move |db| {
+            if !db.accept_totp_step(id, step)? {
+                return Ok(false);
+            }
+            if enrolling {
+                db.enable_totp(id, t)?;
+            }
+            Ok(true)
+        })
+        .await?;
+    if !accepted {
+        let name = Some(user.username.clone());
+        return Err(fail(&state, ip, &username, name, &remote, Failure::Replay).await);
+    }
+    if enrolling {
+        info!(user = %user.username, "API: TOTP enrolment confirmed");
+        login_audit(&state, "totp.enrolled", Some(&user.username), &remote, None).await;
+    }
+    state.limiter.record_success(ip, &username);
+    start_session(&state, &user, remote).await
+}
+
+/// Counts and records a failed login; the answer (401 `invalid_credentials`).
+async fn fail(
+    state: &ApiState,
+    ip: IpAddr,
+    attempted: &str,
+    known: Option<String>,
+    remote: &str,
+    why: Failure,
+) -> ApiError {
+    state.limiter.record_failure(ip, attempted, Instant::now());
+    // The attempted name is named only if it is a user: a password typed into the
+    // username field must not land in the audit log.
+    info!(user = known.as_deref().unwrap_or("(unknown)"), %remote, "API: login failed");
+    let detail = json!({ "reason": why.as_str() });
+    login_audit(
+        state,
+        "login.failed",
+        Some(known.as_deref().unwrap_or("(unknown user)")),
+        remote,
+        Some(&detail),
+    )
+    .await;
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        INVALID_CREDENTIALS,
+    )
+}
+
+/// Enrolment: the pending secret (a new one unless one is pending) as an otpauth URI
+/// and its QR code.
+async fn enrol(state: &ApiState, user: &User) -> Result<Response, ApiError> {
+    let pending = user
+        .totp_secret
+        .as_deref()
+        .and_then(|s| TotpSecret::from_bytes(s).ok());
+    let secret = match pending {
+        Some(s) => s,
+        None => {
+            let s = TotpSecret::generate();
+            let (id, bytes, t) = (user.id, s.as_bytes().to_vec(), now());
+            let stored = state
+                .db
+                .run(move |db| db.set_totp_pending(id, &bytes, t))
+                .await?;
+            if !stored {
+                return Err(ApiError::internal(
+                    "storing the TOTP secret",
+                    "the user changed meanwhile",
+                ));
+            }
+            s
+        }
+    };
+    let uri = auth::totp::otpauth_uri(&secret, auth::totp::TOTP_ISSUER, &user.username)
+        .map_err(|e| ApiError::internal("the otpauth URI", e))?;
+    let svg = auth::totp::qr_svg(&uri).map_err(|e| ApiError::internal("the QR code", e))?;
+    info!(user = %user.username, "API: TOTP enrolment shown");
+    Ok(Json(json!({ "enrol": { "otpauth_uri": uri, "qr_svg": svg } })).into_response())
+}
+
+/// Creates the session of a successful login and answers with its cookie.
+async fn start_session(
+    state: &ApiState,
+    user: &User,
+    remote: String,
+) -> Result<Response, ApiError> {
+    let cookie = auth::token::new_token(auth::token::SESSION_PREFIX);
+    let id_hash = auth::token::hash_token(&cookie);
+    let csrf = auth::token::new_csrf_token();
+    let t = now();
+    let expires_at = t.saturating_add(SESSION_MAX_SECS);
+    let (id, c, r) = (user.id, csrf.clone(), remote.clone());
+    state
+        .db
+        .run(move |db| {
+            // Housekeeping: expired and revoked sessions go.
+            db.purge_expired(t)?;
+            db.create_session(&id_hash, id, &c, t, expires_at, Some(&r))
+        })
+        .await?;
+    info!(user = %user.username, %remote, "API: login");
+    login_audit(state, "login.ok", Some(&user.username), &remote, None).await;
+    let max_age = Duration::from_secs(u64::try_from(SESSION_MAX_SECS).unwrap_or(0));
+    let set_cookie = auth::cookie::session_cookie(&cookie, max_age, state.secure_cookies);
+    let mut resp = Json(json!({
+        "username": user.username,
+        "csrf_token": csrf,
+        "expires_at": expires_at,
+    }))
+    .into_response();
+    set_cookie_header(&mut resp, &set_cookie);
+    Ok(resp)
+}
+
+/// Adds `Set-Cookie: value`.
+fn set_cookie_header(resp: &mut Response, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+        Err(_) => warn!("API: unusable Set-Cookie value"),
+    }
+}
+
+/// An audit entry of the login flow; `user` names the account (never an unknown
+/// attempted name).
+async fn login_audit(
+    state: &ApiState,
+    action: &'static str,
+    user: Option<&str>,
+    remote: &str,
+    detail: Option<&serde_json::Value>,
+) {
+    let actor = user.unwrap_or("anonymous").to_owned();
+    let target = user.map(str::to_owned);
+    let remote = remote.to_owned();
+    let detail = detail.cloned();
+    let written = state
+        .db
+        .run(move |db| {
+            db.audit(&NewAudit {
+                at: now(),
+                actor: &actor,
+                action,
+                target: target.as_deref(),
+                detail: detail.as_ref(),
+                remote: Some(&remote),
+            })
+        })
+        .await;
+    if let Err(e) = written {
+        warn!(error = %e, "Audit entry not written");
+    }
+}
+
+/// `POST /api/v1/logout`: revokes the caller's session and clears the cookie (with a
+/// token, there is no session: only the cookie is cleared).
+pub(super) async fn logout(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    if let Via::Session { id_hash } = caller.via {
+        state.db.run(move |db| db.revoke_session(&id_hash)).await?;
+        info!(user = %caller.actor, "API: logout");
+        login_audit(
+            &state,
+            "logout",
+            Some(&caller.actor),
+            &addr.ip().to_string(),
+            None,
+        )
+        .await;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    set_cookie_header(
+        &mut resp,
+        &auth::cookie::clear_session_cookie(state.secure_cookies),
+    );
+    Ok(resp)
+}
+
+/// `GET /api/v1/me`: `{"username", "via": "session"|"token"}` (`username` is null for
+/// a token that acts for no user; `token` names the token).
+pub(super) async fn me(caller: Caller) -> Json<serde_json::Value> {
+    match &caller.via {
+        Via::Session { .. } => Json(json!({ "username": caller.actor, "via": "session" })),
+        Via::Token { name, username } => Json(json!({
+            "username": username,
+            "via": "token",
+            "token": name,
+        })),
+    }
+}
