@@ -108,6 +108,8 @@ pub enum EndReason {
     Overflow,
     /// The hub shut down.
     Shutdown,
+    /// An operator ended the stream ([`Hub::kick`]).
+    Kicked,
 }
 
 impl fmt::Display for EndReason {
@@ -117,6 +119,7 @@ impl fmt::Display for EndReason {
             EndReason::Replaced => "publisher replaced",
             EndReason::Overflow => "subscriber queue overflow",
             EndReason::Shutdown => "shutdown",
+            EndReason::Kicked => "publisher kicked by an operator",
         })
     }
 }
@@ -448,6 +451,27 @@ impl Hub {
             ended,
             ended_reason,
         })
+    }
+
+    /// Ends the live publisher of `path` (an operator's kick): its connection is
+    /// closed by its protocol server, subscribers see the stream end (destinations
+    /// stay connected for the grace period, as for any publisher drop), and a new
+    /// publisher may come. Returns false if nobody was publishing there.
+    pub fn kick(&self, path: &StreamPath) -> bool {
+        let Some(stream) = lock(&self.inner.streams).get(path).cloned() else {
+            return false;
+        };
+        let mut st = lock(&stream.state);
+        if st.publisher.is_none() {
+            return false;
+        }
+        end_locked(&mut st, EndReason::Kicked);
+        drop(st);
+        let _ = self.inner.events.send(HubEvent::Unpublished {
+            path: path.clone(),
+            reason: EndReason::Kicked,
+        });
+        true
     }
 
     /// Subscribes to `path`, whether or not a publisher is live there yet.

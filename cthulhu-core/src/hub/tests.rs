@@ -449,3 +449,34 @@ async fn continuity_rides_through_a_replaced_publisher() {
     );
     drop(first);
 }
+
+#[tokio::test]
+async fn kick_ends_the_publisher_and_a_new_one_may_come() {
+    let hub = Hub::new(HubConfig::default());
+    assert!(!hub.kick(&path()), "nobody to kick");
+    let mut events = hub.events();
+    let mut sub = hub.subscribe(&path(), SubscribeOptions::labelled("x"));
+    let p = hub.publish(&path()).unwrap();
+    assert!(hub.kick(&path()));
+    assert_eq!(p.ended().await, EndReason::Kicked);
+    assert!(!p.send(video(0, true)), "a kicked publisher sends nothing");
+    assert!(!hub.kick(&path()), "kicked already");
+    let mut ended = false;
+    while let Some(ev) = sub.try_recv() {
+        ended |= matches!(ev, StreamEvent::Ended(EndReason::Kicked));
+    }
+    assert!(ended);
+    let mut unpublished = false;
+    while let Ok(ev) = events.try_recv() {
+        unpublished |= matches!(
+            ev,
+            HubEvent::Unpublished {
+                reason: EndReason::Kicked,
+                ..
+            }
+        );
+    }
+    assert!(unpublished);
+    let again = hub.publish(&path()).unwrap();
+    assert!(again.send(video(0, true)));
+}
