@@ -3,7 +3,8 @@
 //! With no arguments it runs a working proxy on embedded defaults (RTMP on
 //! 0.0.0.0:1935, data in `./cthulhu-data`, one stream `live/main` whose key is created
 //! on first start). `--config FILE` reads a TOML file; `check` validates one; `probe`
-//! tests a destination before going live.
+//! tests a destination before going live; `token create` and `admin reset-password`
+//! / `admin reset-totp` act on the store, also while the server runs.
 
 mod api;
 mod auth;
@@ -18,7 +19,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Command line.
 #[derive(Parser, Debug)]
@@ -31,8 +33,20 @@ struct Cli {
     /// TOML configuration file (without it: embedded defaults, data in ./cthulhu-data).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line (`timestamp`, `level`, `fields.message`, ...).
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -55,6 +69,30 @@ enum Command {
     Token {
         #[command(subcommand)]
         action: TokenCommand,
+    },
+    /// Console account recovery. Works while the server runs (same data directory
+    /// as `token create`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Sets a new generated password (marked to be changed), prints it once and ends
+    /// the user's sessions.
+    ResetPassword {
+        /// The user.
+        #[arg(long, default_value = "admin")]
+        username: String,
+    },
+    /// Removes the user's TOTP (enrolment again at the next login) and ends the
+    /// user's sessions.
+    ResetTotp {
+        /// The user.
+        #[arg(long, default_value = "admin")]
+        username: String,
     },
 }
 
@@ -81,20 +119,157 @@ fn main() -> ExitCode {
         Some(Command::Token {
             action: TokenCommand::Create { name },
         }) => token_create(cli.config, name),
-        None => serve(cli.config),
+        Some(Command::Admin { action }) => admin(cli.config, action),
+        None => serve(cli.config, cli.log_format),
     }
 }
 
-fn token_create(path: Option<PathBuf>, name: String) -> ExitCode {
-    let data_dir = match &path {
+/// The data directory of the config file at `path`, or the default one.
+fn data_dir_of(path: Option<&PathBuf>) -> Result<PathBuf, ExitCode> {
+    match path {
         Some(p) => match config::Config::load(p) {
-            Ok(c) => c.server.data_dir,
+            Ok(c) => Ok(c.server.data_dir),
             Err(e) => {
                 eprintln!("{e}");
-                return ExitCode::from(2);
+                Err(ExitCode::from(2))
             }
         },
-        None => PathBuf::from(config::DEFAULT_DATA_DIR),
+        None => Ok(PathBuf::from(config::DEFAULT_DATA_DIR)),
+    }
+}
+
+fn admin(path: Option<PathBuf>, action: AdminCommand) -> ExitCode {
+    let data_dir = match data_dir_of(path.as_ref()) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // What goes to stdout (the password, once), and the note for stderr.
+    let done = rt.block_on(async {
+        let db = run::open_db(&data_dir)?;
+        anyhow::Ok(match action {
+            AdminCommand::ResetPassword { username } => {
+                let password = admin_reset_password(&db, &username).await?;
+                (
+                    Some(password),
+                    format!(
+                        "New password of {username} set; it is shown only this once \
+                         (marked to be changed)."
+                    ),
+                )
+            }
+            AdminCommand::ResetTotp { username } => {
+                admin_reset_totp(&db, &username).await?;
+                (
+                    None,
+                    format!("TOTP of {username} removed: enrolment again at the next login."),
+                )
+            }
+        })
+    });
+    match done {
+        Ok((out, note)) => {
+            if let Some(out) = out {
+                println!("{out}");
+            }
+            eprintln!("{note}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The user named `username`, or an error saying there is none.
+async fn admin_user(db: &db::Db, username: &str) -> anyhow::Result<db::User> {
+    let name = username.to_owned();
+    db.run(move |db| db.user_by_name(&name))
+        .await?
+        .with_context(|| format!("no user named {username:?}"))
+}
+
+/// Sets a generated password (marked to be changed), ends the sessions;
+/// returns the password.
+async fn admin_reset_password(db: &db::Db, username: &str) -> anyhow::Result<String> {
+    let user = admin_user(db, username).await?;
+    let password = auth::password::generate_password();
+    let p = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::password::hash_password(&p))
+        .await
+        .context("hashing the password")??;
+    let id = user.id;
+    let now = unix_now();
+    let changed = db
+        .run(move |db| {
+            let changed = db.set_password(id, &hash, true, now)?;
+            db.revoke_user_sessions(id)?;
+            audit_cli(
+                db,
+                "user.password_reset",
+                &format!("user:{}", user.username),
+                now,
+            );
+            Ok(changed)
+        })
+        .await?;
+    anyhow::ensure!(changed, "no user named {username:?}");
+    Ok(password)
+}
+
+/// Removes the TOTP of `username` and ends the sessions.
+async fn admin_reset_totp(db: &db::Db, username: &str) -> anyhow::Result<()> {
+    let user = admin_user(db, username).await?;
+    let id = user.id;
+    let now = unix_now();
+    let changed = db
+        .run(move |db| {
+            let changed = db.reset_totp(id, now)?;
+            db.revoke_user_sessions(id)?;
+            audit_cli(
+                db,
+                "user.totp_reset",
+                &format!("user:{}", user.username),
+                now,
+            );
+            Ok(changed)
+        })
+        .await?;
+    anyhow::ensure!(changed, "no user named {username:?}");
+    Ok(())
+}
+
+/// An audit entry by the command line (`actor` = `cli`); a failure is only reported.
+fn audit_cli(db: &db::Db, action: &'static str, target: &str, now: i64) {
+    let written = db.audit(&db::NewAudit {
+        at: now,
+        actor: "cli",
+        action,
+        target: Some(target),
+        ..db::NewAudit::default()
+    });
+    if let Err(e) = written {
+        eprintln!("audit entry not written: {e}");
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn token_create(path: Option<PathBuf>, name: String) -> ExitCode {
+    let data_dir = match data_dir_of(path.as_ref()) {
+        Ok(d) => d,
+        Err(code) => return code,
     };
     let rt = match runtime() {
         Ok(rt) => rt,
@@ -218,7 +393,7 @@ fn probe(url: &str, timeout: u64, tls_ca_file: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn serve(path: Option<PathBuf>) -> ExitCode {
+fn serve(path: Option<PathBuf>, log_format: LogFormat) -> ExitCode {
     let cfg = match &path {
         Some(p) => match config::Config::load(p) {
             Ok(c) => c,
@@ -229,7 +404,7 @@ fn serve(path: Option<PathBuf>) -> ExitCode {
         },
         None => config::Config::default_embedded(config::DEFAULT_DATA_DIR),
     };
-    run::init_tracing(cfg.server.log.as_deref());
+    run::init_tracing(cfg.server.log.as_deref(), log_format == LogFormat::Json);
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

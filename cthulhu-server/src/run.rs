@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, RecordingEvent};
 use cthulhu_core::supervisor::BackoffPolicy;
-use cthulhu_core::{Hub, HubConfig, Router, StreamPath};
+use cthulhu_core::{Hub, HubConfig, Router, Secret, StreamPath};
 use cthulhu_rtmp::{InboundLimits, RtmpServer, ServerConfig};
 use cthulhu_sinks::{
     Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
@@ -29,24 +29,30 @@ use crate::config::{
 };
 use crate::control::{Control, DestinationPatch, PushSettings, PushSpec, SharedRules, StreamSpec};
 use crate::db::{Db, Role};
-use crate::store::Store;
+use crate::store::{DEFAULT_STREAM_PATH, Store};
 
 /// The log filter when neither `RUST_LOG` nor the config sets one. srt-protocol warns
 /// per packet about what established peers send (through the `log` crate), so only
 /// its errors are shown.
 const DEFAULT_LOG: &str = "info,srt_protocol=error";
 
-/// Installs the log subscriber: `RUST_LOG` wins, then the config's `log`, then
-/// [`DEFAULT_LOG`].
-pub(crate) fn init_tracing(default: Option<&str>) {
+/// Installs the log subscriber, text or (with `json`) one JSON object a line:
+/// `RUST_LOG` wins, then the config's `log`, then [`DEFAULT_LOG`].
+pub(crate) fn init_tracing(default: Option<&str>, json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default.unwrap_or(DEFAULT_LOG)))
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        // One JSON object a line: {"timestamp", "level", "fields": {"message", ...}}.
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init()
+    };
     // rml_rtmp panics on some malformed input; those calls are isolated with
     // catch_unwind and the connection is closed with a logged reason. The default hook
     // would also print a raw panic message: send it through the log instead, at most
@@ -132,44 +138,9 @@ fn hub_config(cfg: &Config) -> HubConfig {
 }
 
 /// Runs the server until SIGINT/SIGTERM.
-pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    if config_path.is_none() {
-        let store = Store::open(&cfg.server.data_dir).with_context(|| {
-            format!(
-                "opening the data directory {}",
-                cfg.server.data_dir.display()
-            )
-        })?;
-        let (stream, created) = store
-            .ensure_default_stream()
-            .context("creating the default stream")?;
-        let port = cfg.rtmp.listen.port();
-        if created {
-            println!();
-            println!(
-                "Cthulhu created stream {} for you. In OBS (Settings > Stream > Custom...):",
-                stream.path
-            );
-            println!(
-                "    Server:     rtmp://<this machine's address>:{port}/{}",
-                stream.path.app()
-            );
-            println!("    Stream key: {}", stream.key.expose());
-            println!(
-                "ffmpeg: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:{port}/{}/<stream key>",
-                stream.path.app()
-            );
-            println!("Play:   ffplay rtmp://127.0.0.1:{port}/{}", stream.path);
-            println!(
-                "The key is shown only this once; it is kept in {}.",
-                cfg.server.data_dir.display()
-            );
-            println!();
-        } else {
-            info!(stream = %stream.path, data_dir = %cfg.server.data_dir.display(), "Using the stream stored in the data directory (key not shown)");
-        }
-        cfg.streams.push(stream.into());
-    }
+pub(crate) async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let db = open_db(&cfg.server.data_dir)?;
+    import_legacy_streams(&db, &cfg.server.data_dir).await?;
 
     let hub = Hub::new(hub_config(&cfg));
     // The listeners authorise against the control plane's rules; the plugin chain,
@@ -192,13 +163,6 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
         chain.clone(),
         chain.is_some().then_some(plan_tx),
     );
-    // Every configured stream's destinations start now, so they are visible while
-    // idle; the rules are in place before the listeners accept anyone. Then what was
-    // created at runtime, from the store.
-    control.apply_file(cfg.streams.clone()).await;
-    let db = open_db(&cfg.server.data_dir)?;
-    load_store(&control, &db).await?;
-    ensure_admin(&db).await?;
 
     let server_cfg = ServerConfig {
         chunk_size: cfg.rtmp.chunk_size,
@@ -226,7 +190,7 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
     .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
     let (stop_tx, stop_rx) = watch::channel(false);
     // SRT binds before RTMP starts accepting, so a listening RTMP port means both are up.
-    let srt_task = if cfg.srt.enabled {
+    let srt = if cfg.srt.enabled {
         let srt_rules = rules.clone();
         let srt_cfg = SrtServerConfig {
             listener: cthulhu_srt::ListenerConfig {
@@ -250,11 +214,11 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
         .await
         .with_context(|| format!("listening for SRT on {}", cfg.srt.listen))?;
         info!(addr = %srt.local_addr(), "SRT listening");
-        Some(tokio::spawn(srt.run(stop_rx.clone())))
+        Some(srt)
     } else {
         None
     };
-    let http_task = if cfg.http.enabled {
+    let http_listener = if cfg.http.enabled {
         let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await
             .with_context(|| {
@@ -264,6 +228,40 @@ pub(crate) async fn serve(mut cfg: Config, config_path: Option<PathBuf>) -> anyh
                 )
             })?;
         info!(addr = %listener.local_addr()?, "HTTP API listening");
+        Some(listener)
+    } else {
+        None
+    };
+
+    // Every listener is bound: now the state, then accepting. Every configured
+    // stream's destinations start now, so they are visible while idle; then what was
+    // created at runtime, from the store. The rules are in place before the listeners
+    // accept anyone. What is created on a first start is shown once, only now that
+    // the server is sure to run (a busy port fails before anything is created).
+    control.apply_file(cfg.streams.clone()).await;
+    let default_stream = if config_path.is_none() {
+        ensure_default_stream(&db, &cfg).await?
+    } else {
+        None
+    };
+    load_store(&control, &db).await?;
+    let admin_password = ensure_admin(&db).await?;
+    if let Some(key) = default_stream {
+        print_default_stream(&cfg, &key);
+    }
+    if let Some(password) = admin_password {
+        println!(
+            "Cthulhu created the console user admin with the password: {}",
+            password.expose()
+        );
+        println!(
+            "It is shown only this once (`cthulhu-server admin reset-password` makes a new one)."
+        );
+        println!();
+    }
+
+    let srt_task = srt.map(|srt| tokio::spawn(srt.run(stop_rx.clone())));
+    let http_task = if let Some(listener) = http_listener {
         let state = Arc::new(crate::api::ApiState {
             control: control.clone(),
             db: db.clone(),
@@ -425,9 +423,9 @@ async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
 
 /// On the first start (no user yet) creates `admin` with a random password, shown
 /// once on stdout like the default stream key.
-async fn ensure_admin(db: &Db) -> anyhow::Result<()> {
+async fn ensure_admin(db: &Db) -> anyhow::Result<Option<Secret>> {
     if db.run(|db| db.user_count()).await? > 0 {
-        return Ok(());
+        return Ok(None);
     }
     let password = auth::password::generate_password();
     let p = password.clone();
@@ -439,12 +437,62 @@ async fn ensure_admin(db: &Db) -> anyhow::Result<()> {
     db.run(move |db| db.create_user("admin", &hash, Role::Admin, now))
         .await
         .context("creating the admin user")?;
-    println!();
-    println!("Cthulhu created the console user admin with the password: {password}");
-    println!("It is shown only this once (`cthulhu-server admin reset-password` makes a new one).");
-    println!();
     info!("Created the admin user (password shown on stdout once)");
+    Ok(Some(Secret::new(password)))
+}
+
+/// Imports the `streams.toml` of earlier versions into the store (once).
+async fn import_legacy_streams(db: &Db, data_dir: &Path) -> anyhow::Result<()> {
+    let dir = data_dir.to_owned();
+    let now = i64::try_from(crate::control::unix_secs(std::time::SystemTime::now())).unwrap_or(0);
+    if let Some(n) = db
+        .run(move |db| db.import_legacy_streams_toml(&dir, now))
+        .await
+        .context("importing streams.toml into the store")?
+    {
+        info!(
+            imported = n,
+            "Imported the streams of streams.toml into the store"
+        );
+    }
     Ok(())
+}
+
+/// On a start without a config file and an empty store, creates `live/main` with a
+/// random key; returns the key to show once.
+async fn ensure_default_stream(db: &Db, cfg: &Config) -> anyhow::Result<Option<Secret>> {
+    let streams = db.run(|db| db.streams()).await?;
+    if !streams.is_empty() {
+        for s in &streams {
+            info!(stream = %s.path, data_dir = %cfg.server.data_dir.display(), "Using the stream stored in the data directory (key not shown)");
+        }
+        return Ok(None);
+    }
+    let key = crate::store::random_key();
+    let k = key.clone();
+    let now = i64::try_from(crate::control::unix_secs(std::time::SystemTime::now())).unwrap_or(0);
+    db.run(move |db| db.create_stream(DEFAULT_STREAM_PATH, k.expose(), now))
+        .await
+        .context("creating the default stream")?;
+    Ok(Some(key))
+}
+
+fn print_default_stream(cfg: &Config, key: &Secret) {
+    let port = cfg.rtmp.listen.port();
+    let (app, path) = ("live", DEFAULT_STREAM_PATH);
+    println!();
+    println!("Cthulhu created stream {path} for you. In OBS (Settings > Stream > Custom...):");
+    println!("    Server:     rtmp://<this machine's address>:{port}/{app}");
+    println!("    Stream key: {}", key.expose());
+    println!(
+        "ffmpeg: ffmpeg -re -i INPUT -c copy -f flv rtmp://127.0.0.1:{port}/{app}/<stream key>"
+    );
+    println!("Play:   ffplay rtmp://127.0.0.1:{port}/{path}");
+    println!(
+        "The key is shown only this once; it is kept in {}.",
+        cfg.server.data_dir.display()
+    );
+    println!();
 }
 
 /// Re-reads the config file and applies the difference (SIGHUP). A file that does

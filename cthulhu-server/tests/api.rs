@@ -381,7 +381,111 @@ async fn api_changes_survive_a_restart_and_tokens_revoke() -> Result<()> {
     ensure!(status == StatusCode::OK, "{status}");
     ensure!(!listed.to_string().contains(&temp) && !listed.to_string().contains(&token));
 
+    // A stream created at runtime: its key is shown once.
+    let (status, made) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams",
+        Some(json!({"path": "live/extra"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::CREATED, "{status} {made}");
+    let extra_key = made["key"].as_str().unwrap_or_default().to_owned();
+    ensure!(extra_key.len() >= 24, "{made}");
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams",
+        Some(json!({"path": "live/extra"})),
+    )
+    .await?;
+    ensure!(status == StatusCode::CONFLICT, "{status}");
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::DELETE,
+        "streams/live/studio",
+        None,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::CONFLICT,
+        "the file's stream: {status}"
+    );
+
     srv.restart().await?;
+    // The runtime stream came back with its key: it publishes, and its key is not shown.
+    let mut publisher = cthulhu_testkit::Ffmpeg::publish_test_pattern(
+        &format!("rtmp://127.0.0.1:{}/live/{extra_key}", srv.port),
+        &PublishOptions::seconds(1.0),
+    )
+    .await?;
+    publisher.wait_success(Duration::from_secs(20)).await?;
+    srv.wait_for_log("Published stream=live/extra", Duration::from_secs(5))
+        .await?;
+    // Kick: a live publisher is disconnected, a stream without one is a conflict.
+    let mut long = cthulhu_testkit::Ffmpeg::publish_test_pattern(
+        &format!("rtmp://127.0.0.1:{}/live/{extra_key}", srv.port),
+        &PublishOptions::seconds(60.0),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while srv.count("Published stream=live/extra") < 2 {
+        ensure!(
+            Instant::now() < deadline,
+            "not published again:\n{}",
+            srv.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams/live/extra/kick",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::NO_CONTENT, "{status} {body}");
+    let exited = long.wait(Duration::from_secs(15)).await?;
+    ensure!(!exited.success(), "ffmpeg went on after the kick");
+    let (status, body) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "streams/live/extra/kick",
+        None,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::CONFLICT && body["error"]["code"] == "not_live",
+        "{status} {body}"
+    );
+    let (status, extra) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::GET,
+        "streams/live/extra",
+        None,
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::OK && extra["origin"] == "api",
+        "{status} {extra}"
+    );
+    let (_, all) = call(&http, &srv, Some(&token), Method::GET, "streams", None).await?;
+    ensure!(
+        !all.to_string().contains(&extra_key) && !all.to_string().contains(KEY),
+        "a key in the API output"
+    );
     let kept = dest(&http, &srv, &token, "kept").await?;
     ensure!(
         kept["origin"] == "api" && kept["enabled"] == false && kept["state"] == "stopped",
@@ -393,6 +497,27 @@ async fn api_changes_survive_a_restart_and_tokens_revoke() -> Result<()> {
         steady_view["origin"] == "file" && steady_view["enabled"] == false,
         "{steady_view}"
     );
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::DELETE,
+        "streams/live/extra",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::NO_CONTENT, "{status}");
+    let (status, _) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::GET,
+        "streams/live/extra",
+        None,
+    )
+    .await?;
+    ensure!(status == StatusCode::NOT_FOUND, "{status}");
+    ensure!(!srv.log().contains(&extra_key), "the key was logged");
     Ok(())
 }
 
@@ -418,6 +543,10 @@ async fn every_endpoint_needs_a_token() -> Result<()> {
         (Method::DELETE, "tokens/1"),
         (Method::GET, "events"),
         (Method::GET, "me"),
+        (Method::POST, "streams"),
+        (Method::DELETE, "streams/live/studio"),
+        (Method::POST, "streams/live/studio/kick"),
+        (Method::POST, "probe"),
     ];
     for (method, path) in endpoints {
         for token in [None, Some("cth_0000"), Some("")] {
@@ -431,5 +560,59 @@ async fn every_endpoint_needs_a_token() -> Result<()> {
         }
     }
     ensure!(dest(&http, &srv, &srv.create_token("x").await?, "steady").await?["enabled"] == true);
+    Ok(())
+}
+
+/// `POST /api/v1/probe`: nginx-rtmp accepts a publish; a closed port is unreachable;
+/// the key is never echoed.
+#[tokio::test]
+async fn probe_reports_acceptance_and_failure() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&config(&steady)).await?;
+    let token = srv.create_token("probe").await?;
+    let http = Client::new();
+    let url = format!("rtmp://127.0.0.1:{}/live/{DEST_KEY}", steady.port());
+    let (status, ok) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "probe",
+        Some(json!({"url": url})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::OK && ok["accepted"] == true,
+        "{status} {ok}"
+    );
+    ensure!(!ok.to_string().contains(DEST_KEY), "{ok}");
+    let closed = format!("rtmp://127.0.0.1:{}/live/{DEST_KEY}", free_port());
+    let (status, down) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "probe",
+        Some(json!({"url": closed, "timeout_secs": 2})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::OK && down["reachable"] == false && down["error"].is_string(),
+        "{status} {down}"
+    );
+    ensure!(!down.to_string().contains(DEST_KEY), "{down}");
+    let (status, bad) = call(
+        &http,
+        &srv,
+        Some(&token),
+        Method::POST,
+        "probe",
+        Some(json!({"url": "http://x/y"})),
+    )
+    .await?;
+    ensure!(
+        status == StatusCode::UNPROCESSABLE_ENTITY && bad["error"]["field"] == "url",
+        "{status} {bad}"
+    );
     Ok(())
 }

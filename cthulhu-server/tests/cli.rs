@@ -128,6 +128,13 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     // The embedded default listens on 0.0.0.0:1935.
     let mut first = ChildGuard::spawn_with_log("first", start(), &dir.path().join("first.log"))?;
     wait_for_port(1935, Duration::from_secs(10)).await?;
+    // The notices come once the listeners are bound, just after the port opens.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !strip_ansi(&first.log()).contains("with the password: ")
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let log = strip_ansi(&first.log());
     let key = log
         .lines()
@@ -160,8 +167,7 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     publisher.wait_success(Duration::from_secs(20)).await?;
     assert!(strip_ansi(&first.log()).contains("Published stream=live/main"));
     first.kill().await?;
-    let stored = std::fs::read_to_string(dir.path().join("cthulhu-data/streams.toml"))?;
-    assert!(stored.contains(&key));
+    assert!(dir.path().join("cthulhu-data/cthulhu.db").is_file());
 
     let mut second = ChildGuard::spawn_with_log("second", start(), &dir.path().join("second.log"))?;
     wait_for_port(1935, Duration::from_secs(10)).await?;
@@ -169,6 +175,14 @@ async fn first_start_creates_and_keeps_a_random_key() -> Result<()> {
     let log = strip_ansi(&second.log());
     assert!(!log.contains(&key), "key shown again:\n{log}");
     assert!(!log.contains(&password), "password shown again:\n{log}");
+    // The stored key still publishes.
+    let mut publisher = cthulhu_testkit::Ffmpeg::publish_test_pattern(
+        &format!("rtmp://127.0.0.1:1935/live/{key}"),
+        &cthulhu_testkit::PublishOptions::seconds(1.0),
+    )
+    .await?;
+    publisher.wait_success(Duration::from_secs(20)).await?;
+    assert!(strip_ansi(&second.log()).contains("Published stream=live/main"));
     assert!(!strip_ansi(&first.log()).contains(&format!("password={password}")));
     second.kill().await?;
     Ok(())

@@ -16,7 +16,10 @@
 
 mod dto;
 mod events;
+mod probe;
 mod session;
+mod streams;
+mod users;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +85,9 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/reload", post(reload))
         .route("/tokens", get(list_tokens).post(create_token))
         .route("/tokens/{id}", axum::routing::delete(revoke_token))
+        .merge(users::routes())
+        .merge(streams::routes())
+        .merge(probe::routes())
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", v1)

@@ -63,6 +63,40 @@ impl Cthulhu {
         Ok(me)
     }
 
+    /// Like [`Self::start`], with `extra_args` on the command line after
+    /// `--config FILE` (e.g. `["--log-format", "json"]`). [`Self::restart`] does not
+    /// repeat them.
+    pub async fn start_with_args(body: &str, extra_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let srt_port = free_udp_port();
+        let http_port = free_port();
+        let config = format!(
+            "[server]\ndata_dir = \"{}\"\nlog = \"info,cthulhu=debug\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
+            dir.path().join("data").display()
+        );
+        let path = dir.path().join("cthulhu.toml");
+        std::fs::write(&path, config)?;
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&path)
+            .args(extra_args)
+            .stdin(Stdio::null());
+        let proc =
+            ChildGuard::spawn_with_log("cthulhu-server", cmd, &dir.path().join("server.log"))?;
+        wait_for_port(port, Duration::from_secs(10))
+            .await
+            .with_context(|| format!("server did not listen: {}", proc.log_tail()))?;
+        Ok(Self {
+            proc,
+            port,
+            srt_port,
+            http_port,
+            restarts: 0,
+            dir,
+        })
+    }
+
     async fn start_with(config: &Path, port: u16, dir: tempfile::TempDir) -> Result<Self> {
         let mut cmd = Command::new(bin());
         cmd.arg("--config").arg(config).stdin(Stdio::null());
