@@ -989,6 +989,11 @@ impl Task {
     }
 
     fn snapshot(&self) -> Vec<StreamView> {
+        // Running pushes by stream, once: a lookup per stream below, not a scan.
+        let mut by_path: HashMap<&StreamPath, Vec<(&String, &Running)>> = HashMap::new();
+        for ((path, name), run) in &self.running {
+            by_path.entry(path).or_default().push((name, run));
+        }
         self.streams
             .values()
             .map(|s| {
@@ -1007,11 +1012,11 @@ impl Task {
                     })
                     .collect();
                 // Plugin destinations that are not desired pushes.
-                for ((path, name), run) in &self.running {
-                    if path == &s.spec.path && !s.pushes.contains_key(name) {
+                for (name, run) in by_path.get(&s.spec.path).into_iter().flatten() {
+                    if !s.pushes.contains_key(*name) {
                         let status = run.handle.status();
                         destinations.push(DestinationView {
-                            name: name.clone(),
+                            name: (*name).clone(),
                             url_redacted: status.url_redacted.clone(),
                             origin: Origin::Plugin,
                             enabled: true,
