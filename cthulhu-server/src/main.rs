@@ -206,7 +206,7 @@ async fn admin_reset_password(db: &db::Db, username: &str) -> anyhow::Result<Str
         .await
         .context("hashing the password")??;
     let id = user.id;
-    let now = unix_now();
+    let now = db::unix_now();
     let changed = db
         .run(move |db| {
             let changed = db.set_password(id, &hash, true, now)?;
@@ -228,7 +228,7 @@ async fn admin_reset_password(db: &db::Db, username: &str) -> anyhow::Result<Str
 async fn admin_reset_totp(db: &db::Db, username: &str) -> anyhow::Result<()> {
     let user = admin_user(db, username).await?;
     let id = user.id;
-    let now = unix_now();
+    let now = db::unix_now();
     let changed = db
         .run(move |db| {
             let changed = db.reset_totp(id, now)?;
@@ -258,12 +258,6 @@ fn audit_cli(db: &db::Db, action: &'static str, target: &str, now: i64) {
     if let Err(e) = written {
         eprintln!("audit entry not written: {e}");
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn token_create(path: Option<PathBuf>, name: String) -> ExitCode {

@@ -432,8 +432,7 @@ async fn ensure_admin(db: &Db) -> anyhow::Result<Option<Secret>> {
     let hash = tokio::task::spawn_blocking(move || auth::password::hash_password(&p))
         .await
         .context("hashing the admin password")??;
-    let now = crate::control::unix_secs(std::time::SystemTime::now());
-    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let now = crate::db::unix_now();
     db.run(move |db| db.create_user("admin", &hash, Role::Admin, now))
         .await
         .context("creating the admin user")?;
@@ -444,7 +443,7 @@ async fn ensure_admin(db: &Db) -> anyhow::Result<Option<Secret>> {
 /// Imports the `streams.toml` of earlier versions into the store (once).
 async fn import_legacy_streams(db: &Db, data_dir: &Path) -> anyhow::Result<()> {
     let dir = data_dir.to_owned();
-    let now = i64::try_from(crate::control::unix_secs(std::time::SystemTime::now())).unwrap_or(0);
+    let now = crate::db::unix_now();
     if let Some(n) = db
         .run(move |db| db.import_legacy_streams_toml(&dir, now))
         .await
@@ -470,7 +469,7 @@ async fn ensure_default_stream(db: &Db, cfg: &Config) -> anyhow::Result<Option<S
     }
     let key = crate::store::random_key();
     let k = key.clone();
-    let now = i64::try_from(crate::control::unix_secs(std::time::SystemTime::now())).unwrap_or(0);
+    let now = crate::db::unix_now();
     db.run(move |db| db.create_stream(DEFAULT_STREAM_PATH, k.expose(), now))
         .await
         .context("creating the default stream")?;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{Cthulhu, video_gaps};
+use common::{Cthulhu, call, video_gaps};
 use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -23,34 +23,6 @@ fn config(steady: &Nginx) -> String {
          [[streams.push]]\nname = \"steady\"\nurl = \"{}\"\n",
         steady.url("s")
     )
-}
-
-/// Sends `method path` with `body` as the bearer of `token`; returns the status and
-/// the JSON answer (Null when empty).
-async fn call(
-    http: &Client,
-    srv: &Cthulhu,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value)> {
-    let mut req = http.request(method, srv.api(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text)?
-    };
-    Ok((status, value))
 }
 
 /// The destination `name` of `live/studio` as the API shows it.

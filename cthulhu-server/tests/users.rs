@@ -8,37 +8,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Cthulhu, bin};
+use common::{Cthulhu, bin, call};
 use cthulhu_testkit::wait_for_port;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::process::Command;
-
-async fn call(
-    http: &Client,
-    srv: &Cthulhu,
-    token: Option<&str>,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value)> {
-    let mut req = http.request(method, srv.api(path));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    let value = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("{status}: {text}"))?
-    };
-    Ok((status, value))
-}
 
 /// `POST /api/v1/login` without a code.
 async fn login(

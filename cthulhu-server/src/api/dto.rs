@@ -2,8 +2,8 @@
 //! destination URLs are the redacted ones.
 
 use cthulhu_core::hub::StreamSnapshot;
-use cthulhu_core::supervisor::DestinationState;
-use serde_json::{Value, json};
+use cthulhu_core::supervisor::{DestinationState, DestinationStatus};
+use serde_json::{Map, Value, json};
 
 use crate::control::{DestinationView, StreamView, state_name, unix_secs};
 
@@ -49,69 +49,51 @@ pub(super) fn stream(view: &StreamView, live: Option<&StreamSnapshot>) -> Value 
 
 /// One destination with its supervisor's state.
 pub(super) fn destination(d: &DestinationView) -> Value {
-    let (state, attempt, last_error, next_retry_at, since) = match d.status.as_ref() {
-        None => ("stopped", None, None, None, None),
-        Some(s) => {
-            let (attempt, next, since) = match &s.state {
-                DestinationState::Connecting { attempt } => (Some(*attempt), None, None),
-                DestinationState::Retrying {
-                    attempt,
-                    next_attempt_at,
-                    ..
-                } => (Some(*attempt), Some(unix_secs(*next_attempt_at)), None),
-                DestinationState::Live { since } => (None, None, Some(unix_secs(*since))),
-                _ => (None, None, None),
-            };
-            (
-                state_name(&s.state),
-                attempt,
-                s.last_error.clone(),
-                next,
-                since,
-            )
-        }
-    };
-    json!({
-        "name": d.name,
-        "url": d.url_redacted,
-        "origin": d.origin.as_str(),
-        "enabled": d.enabled,
-        "state": state,
-        "attempt": attempt,
-        "last_error": last_error,
-        "next_retry_at": next_retry_at,
-        "live_since": since,
-        "connects": d.status.as_ref().map_or(0, |s| s.connects),
-        "failures": d.status.as_ref().map_or(0, |s| s.failures),
-    })
+    let mut v = status_fields(d.status.as_ref());
+    v.insert("name".into(), json!(d.name));
+    v.insert("url".into(), json!(d.url_redacted));
+    v.insert("origin".into(), json!(d.origin.as_str()));
+    v.insert("enabled".into(), json!(d.enabled));
+    Value::Object(v)
 }
 
 /// A destination's status change, as the event stream sends it.
 pub(super) fn status_event(
     path: &cthulhu_core::StreamPath,
     name: &str,
-    s: &cthulhu_core::supervisor::DestinationStatus,
+    s: &DestinationStatus,
 ) -> Value {
-    let (attempt, next_retry_at, since) = match &s.state {
-        DestinationState::Connecting { attempt } => (Some(*attempt), None, None),
-        DestinationState::Retrying {
+    let mut v = status_fields(Some(s));
+    v.insert("stream".into(), json!(path.as_str()));
+    v.insert("name".into(), json!(name));
+    v.insert("url".into(), json!(s.url_redacted));
+    Value::Object(v)
+}
+
+/// What both shapes tell of a supervisor's status (None: not running, `stopped`):
+/// state, attempt, last error, next retry and live-since times, connects, failures.
+fn status_fields(s: Option<&DestinationStatus>) -> Map<String, Value> {
+    let (attempt, next_retry_at, since) = match s.map(|s| &s.state) {
+        Some(DestinationState::Connecting { attempt }) => (Some(*attempt), None, None),
+        Some(DestinationState::Retrying {
             attempt,
             next_attempt_at,
             ..
-        } => (Some(*attempt), Some(unix_secs(*next_attempt_at)), None),
-        DestinationState::Live { since } => (None, None, Some(unix_secs(*since))),
+        }) => (Some(*attempt), Some(unix_secs(*next_attempt_at)), None),
+        Some(DestinationState::Live { since }) => (None, None, Some(unix_secs(*since))),
         _ => (None, None, None),
     };
-    json!({
-        "stream": path.as_str(),
-        "name": name,
-        "url": s.url_redacted,
-        "state": state_name(&s.state),
+    let fields = json!({
+        "state": s.map_or("stopped", |s| state_name(&s.state)),
         "attempt": attempt,
-        "last_error": s.last_error,
+        "last_error": s.and_then(|s| s.last_error.clone()),
         "next_retry_at": next_retry_at,
         "live_since": since,
-        "connects": s.connects,
-        "failures": s.failures,
-    })
+        "connects": s.map_or(0, |s| s.connects),
+        "failures": s.map_or(0, |s| s.failures),
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
 }

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ApiState, Caller, dto};
+use super::{ApiState, Caller, all_streams, dto};
 
 /// The event stream.
 pub(super) async fn events(
@@ -46,14 +45,8 @@ pub(super) async fn events(
 }
 
 async fn snapshot(state: &ApiState) -> Event {
-    let views = state.control.snapshot().await;
-    let live = state.hub.snapshot();
-    let streams: Vec<_> = views
-        .iter()
-        .map(|v| dto::stream(v, live.iter().find(|s| s.path == v.path)))
-        .collect();
     Event::default()
         .event("snapshot")
-        .json_data(json!({ "streams": streams }))
+        .json_data(all_streams(state).await)
         .unwrap_or_default()
 }

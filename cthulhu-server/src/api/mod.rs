@@ -24,7 +24,6 @@ mod users;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -41,7 +40,7 @@ use tracing::{info, warn};
 use crate::auth;
 use crate::config::{Config, PushUrl};
 use crate::control::{Control, ControlError, DestinationPatch, Origin, PushSpec};
-use crate::db::{Db, DbError, NewAudit};
+use crate::db::{Db, DbError, NewAudit, unix_now as now};
 
 /// Request bodies are small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -316,12 +315,6 @@ impl FromRequestParts<Arc<ApiState>> for Caller {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn stream_path(app: &str, name: &str) -> Result<StreamPath, ApiError> {
     StreamPath::new(&format!("{app}/{name}")).map_err(|e| ApiError::invalid("path", e.to_string()))
 }
@@ -349,13 +342,34 @@ async fn list_streams(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(all_streams(&state).await))
+}
+
+/// `{"streams": [...]}`: every stream with its live figures and destinations (the
+/// answer of `GET /api/v1/streams` and the event stream's snapshot).
+async fn all_streams(state: &ApiState) -> serde_json::Value {
     let views = state.control.snapshot().await;
     let live = state.hub.snapshot();
     let streams: Vec<_> = views
         .iter()
         .map(|v| dto::stream(v, live.iter().find(|s| s.path == v.path)))
         .collect();
-    Ok(Json(json!({ "streams": streams })))
+    json!({ "streams": streams })
+}
+
+/// The destination `name` of `path` as the control plane shows it now.
+async fn destination_view(
+    state: &ApiState,
+    path: &StreamPath,
+    name: &str,
+) -> Option<crate::control::DestinationView> {
+    state
+        .control
+        .snapshot()
+        .await
+        .into_iter()
+        .find(|v| &v.path == path)
+        .and_then(|v| v.destinations.into_iter().find(|d| d.name == name))
 }
 
 async fn get_stream(
@@ -445,13 +459,7 @@ async fn add_destination(
     )
     .await;
     info!(stream = %path, dest = %body.name, by = %caller.actor, started = applied.started.len(), "API: destination added");
-    let view = state
-        .control
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|v| v.path == path)
-        .and_then(|v| v.destinations.into_iter().find(|d| d.name == body.name));
+    let view = destination_view(&state, &path, &body.name).await;
     let dest = view.map(|d| dto::destination(&d)).unwrap_or_default();
     Ok((StatusCode::CREATED, Json(dest)).into_response())
 }
@@ -464,13 +472,8 @@ struct PatchBody {
 }
 
 async fn origin_of(state: &ApiState, path: &StreamPath, dest: &str) -> Result<Origin, ApiError> {
-    state
-        .control
-        .snapshot()
+    destination_view(state, path, dest)
         .await
-        .into_iter()
-        .find(|v| &v.path == path)
-        .and_then(|v| v.destinations.into_iter().find(|d| d.name == dest))
         .map(|d| d.origin)
         .ok_or_else(|| {
             ApiError::new(
@@ -524,13 +527,7 @@ async fn patch_destination(
         format!("{path}:{dest}"),
     )
     .await;
-    let view = state
-        .control
-        .snapshot()
-        .await
-        .into_iter()
-        .find(|v| v.path == path)
-        .and_then(|v| v.destinations.into_iter().find(|d| d.name == dest));
+    let view = destination_view(&state, &path, &dest).await;
     Ok(Json(view.map(|d| dto::destination(&d)).unwrap_or_default()))
 }
 

@@ -45,6 +45,14 @@ pub(crate) use self::{
     users::{Role, User},
 };
 
+/// The store's clock: the current time in Unix seconds, as every `now` parameter
+/// and timestamp column takes it.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// Name of the database file inside the data directory.
 pub(crate) const DB_FILE: &str = "cthulhu.db";
 /// How long a statement waits for a lock held by another connection.

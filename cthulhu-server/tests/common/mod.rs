@@ -47,6 +47,19 @@ impl Cthulhu {
     /// Like [`Self::start_with_srt`], with the log filter `log` (the tests' default
     /// adds debug lines; floods are measured at the production default, `info`).
     pub async fn start_logging(log: &str, body: &str, srt: &str) -> Result<Self> {
+        Self::launch(log, body, srt, &[]).await
+    }
+
+    /// Like [`Self::start`], with `extra_args` on the command line after
+    /// `--config FILE` (e.g. `["--log-format", "json"]`). [`Self::restart`] does not
+    /// repeat them.
+    pub async fn start_with_args(body: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::launch("info,cthulhu=debug", body, "", extra_args).await
+    }
+
+    /// Writes the config (RTMP, SRT and HTTP on free loopback ports) and starts the
+    /// server on it.
+    async fn launch(log: &str, body: &str, srt: &str, extra_args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let srt_port = free_udp_port();
@@ -57,59 +70,12 @@ impl Cthulhu {
         );
         let path = dir.path().join("cthulhu.toml");
         std::fs::write(&path, config)?;
-        let mut me = Self::start_with(&path, port, dir).await?;
-        me.srt_port = srt_port;
-        me.http_port = http_port;
-        Ok(me)
-    }
-
-    /// Like [`Self::start`], with `extra_args` on the command line after
-    /// `--config FILE` (e.g. `["--log-format", "json"]`). [`Self::restart`] does not
-    /// repeat them.
-    pub async fn start_with_args(body: &str, extra_args: &[&str]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let srt_port = free_udp_port();
-        let http_port = free_port();
-        let config = format!(
-            "[server]\ndata_dir = \"{}\"\nlog = \"info,cthulhu=debug\"\n[rtmp]\nlisten = \"127.0.0.1:{port}\"\n{body}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n",
-            dir.path().join("data").display()
-        );
-        let path = dir.path().join("cthulhu.toml");
-        std::fs::write(&path, config)?;
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config")
-            .arg(&path)
-            .args(extra_args)
-            .stdin(Stdio::null());
-        let proc =
-            ChildGuard::spawn_with_log("cthulhu-server", cmd, &dir.path().join("server.log"))?;
-        wait_for_port(port, Duration::from_secs(10))
-            .await
-            .with_context(|| format!("server did not listen: {}", proc.log_tail()))?;
+        let proc = spawn(&path, port, extra_args, &dir.path().join("server.log")).await?;
         Ok(Self {
             proc,
             port,
             srt_port,
             http_port,
-            restarts: 0,
-            dir,
-        })
-    }
-
-    async fn start_with(config: &Path, port: u16, dir: tempfile::TempDir) -> Result<Self> {
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config").arg(config).stdin(Stdio::null());
-        let proc =
-            ChildGuard::spawn_with_log("cthulhu-server", cmd, &dir.path().join("server.log"))?;
-        wait_for_port(port, Duration::from_secs(10))
-            .await
-            .with_context(|| format!("server did not listen: {}", proc.log_tail()))?;
-        Ok(Self {
-            proc,
-            port,
-            srt_port: 0,
-            http_port: 0,
             restarts: 0,
             dir,
         })
@@ -126,17 +92,11 @@ impl Cthulhu {
         anyhow::ensure!(status.success(), "kill -TERM failed");
         self.proc.wait_timeout(Duration::from_secs(30)).await?;
         self.restarts += 1;
-        let config = self.dir.path().join("cthulhu.toml");
-        let mut cmd = Command::new(bin());
-        cmd.arg("--config").arg(&config).stdin(Stdio::null());
         let log = self
             .dir
             .path()
             .join(format!("server{}.log", self.restarts + 1));
-        self.proc = ChildGuard::spawn_with_log("cthulhu-server", cmd, &log)?;
-        wait_for_port(self.port, Duration::from_secs(10))
-            .await
-            .with_context(|| format!("server did not listen again: {}", self.proc.log_tail()))?;
+        self.proc = spawn(&self.config_path(), self.port, &[], &log).await?;
         Ok(())
     }
 
@@ -216,6 +176,49 @@ impl Cthulhu {
     pub fn rss_kib(&self) -> Option<u64> {
         cthulhu_testkit::rss_kib(self.proc.pid())
     }
+}
+
+/// Sends `method path` to the API (`/api/v1/PATH`) with `body` as the bearer of
+/// `token`; returns the status and the JSON answer (Null when empty).
+pub async fn call(
+    http: &reqwest::Client,
+    srv: &Cthulhu,
+    token: Option<&str>,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(reqwest::StatusCode, serde_json::Value)> {
+    let mut req = http.request(method, srv.api(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    let value = if text.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{status}: {text}"))?
+    };
+    Ok((status, value))
+}
+
+/// Starts the server binary on `config` (logging to `log`) and waits until it
+/// listens for RTMP on `port`.
+async fn spawn(config: &Path, port: u16, extra_args: &[&str], log: &Path) -> Result<ChildGuard> {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(config)
+        .args(extra_args)
+        .stdin(Stdio::null());
+    let proc = ChildGuard::spawn_with_log("cthulhu-server", cmd, log)?;
+    wait_for_port(port, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("server did not listen: {}", proc.log_tail()))?;
+    Ok(proc)
 }
 
 /// The server binary built by cargo for these tests.
