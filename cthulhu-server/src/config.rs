@@ -45,7 +45,7 @@ const TIMEOUT_SECS_RANGE: RangeInclusive<i64> = 1..=86_400;
 /// An error reading or checking the config file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read config file: {source}", .path.display())]
     Read {
@@ -76,7 +76,7 @@ fn key_prefix(key: Option<&str>) -> String {
 
 /// The whole server configuration.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Config {
+pub struct Config {
     /// `[server]`: data directory and logging.
     pub(crate) server: ServerConfig,
     /// `[rtmp]`: the RTMP listener.
@@ -443,7 +443,7 @@ impl Default for Config {
 impl Config {
     /// The configuration of a start without a config file: defaults everywhere, data in
     /// `data_dir`, and no streams (the store supplies the default stream).
-    pub(crate) fn default_embedded(data_dir: impl Into<PathBuf>) -> Self {
+    pub fn default_embedded(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             server: ServerConfig {
                 data_dir: data_dir.into(),
@@ -461,7 +461,7 @@ impl Config {
 
     /// Reads and checks the config file at `path`; `key_env` reads the process
     /// environment.
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,

@@ -1,6 +1,7 @@
 //! Composition: config → hub, router, RTMP listener and supervised pushes.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -137,89 +138,160 @@ fn hub_config(cfg: &Config) -> HubConfig {
     }
 }
 
-/// Runs the server until SIGINT/SIGTERM.
-pub(crate) async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<()> {
-    let db = open_db(&cfg.server.data_dir)?;
-    import_legacy_streams(&db, &cfg.server.data_dir).await?;
+/// Runs a server until SIGINT/SIGTERM; SIGHUP reloads the config file.
+pub(crate) async fn serve_until_signal(
+    cfg: Config,
+    config_path: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let server = Server::start(cfg, config_path).await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut reloads = reload_signal();
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = reloads.recv() => server.reload().await,
+        }
+    }
+    server.shutdown().await;
+    Ok(())
+}
 
-    let hub = Hub::new(hub_config(&cfg));
-    // The listeners authorise against the control plane's rules; the plugin chain,
-    // if any, decorates them. The plugin host owns the epoch ticker and the
-    // hot-reload watcher: it lives as long as the server. It logs loads, reloads,
-    // failed calls and disabling.
-    let rules = SharedRules::default();
-    let (router, chain, _plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
-    let (plan_tx, mut plan_rx) = tokio::sync::mpsc::channel(64);
-    let (control, control_task) = Control::start(
-        hub.clone(),
-        PushSettings {
-            chunk_size: cfg.rtmp.chunk_size,
-            audio_hold: cfg.rtmp.audio_hold,
-            stall_timeout: cfg.rtmp.push_stall_timeout,
-            srt_latency: cfg.srt.latency,
-            grace: cfg.hub.publisher_grace,
-        },
-        rules.clone(),
-        chain.clone(),
-        chain.is_some().then_some(plan_tx),
-    );
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Addrs {
+    /// The RTMP listener.
+    pub rtmp: SocketAddr,
+    /// The SRT listener, if `[srt] enabled`.
+    pub srt: Option<SocketAddr>,
+    /// The HTTP API listener, if `[http] enabled`.
+    pub http: Option<SocketAddr>,
+}
 
-    let server_cfg = ServerConfig {
-        chunk_size: cfg.rtmp.chunk_size,
-        handshake_timeout: cfg.rtmp.handshake_timeout,
-        idle_timeout: cfg.rtmp.idle_timeout,
-        play_stall_timeout: cfg.rtmp.play_stall_timeout,
-        player_nodelay: cfg.rtmp.player_nodelay,
-        audio_hold: cfg.rtmp.audio_hold,
-        inbound: InboundLimits {
-            max_command_bytes: cfg.rtmp.max_command_bytes,
-            max_media_bytes: cfg.rtmp.max_media_bytes,
-            ..InboundLimits::default()
-        },
-        max_connections: cfg.rtmp.max_connections,
-        max_connections_per_ip: cfg.rtmp.max_connections_per_ip,
-        max_pending: cfg.rtmp.max_pending_connections,
-    };
-    let server = RtmpServer::bind(
-        cfg.rtmp.listen,
-        server_cfg,
-        hub.clone(),
-        router.clone() as Arc<dyn Router>,
-    )
-    .await
-    .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    // SRT binds before RTMP starts accepting, so a listening RTMP port means both are up.
-    let srt = if cfg.srt.enabled {
-        let srt_rules = rules.clone();
-        let srt_cfg = SrtServerConfig {
-            listener: cthulhu_srt::ListenerConfig {
-                latency: cfg.srt.latency,
-                max_connections: cfg.srt.max_connections,
-                max_connections_per_ip: cfg.srt.max_connections_per_ip,
-                max_pending_handshakes: cfg.srt.max_pending_handshakes,
-                ..Default::default()
+/// A running server: its addresses, reload and shutdown.
+#[derive(Debug)]
+pub struct ServerHandle {
+    addrs: Addrs,
+    control: Control,
+    config_path: Option<PathBuf>,
+    quit: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Where the server listens.
+    pub fn addrs(&self) -> Addrs {
+        self.addrs
+    }
+
+    /// Re-reads the config file and applies the difference (as SIGHUP does); a file
+    /// that does not load keeps the running configuration and is logged.
+    pub async fn reload(&self) {
+        reload(&self.control, self.config_path.as_deref()).await;
+    }
+
+    /// Unpublishes every destination, finishes the recordings and closes the
+    /// listeners; returns when all is stopped.
+    pub async fn shutdown(self) {
+        let _ = self.quit.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The server: see [`Server::start`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Server;
+
+impl Server {
+    /// Opens the store, binds every listener (a busy port fails here, before anything
+    /// is created), applies the config file's streams and what the store holds, shows
+    /// what a first start creates (the default stream's key, the admin password) once
+    /// on stdout, and starts accepting. `config_path` is the file reloads re-read.
+    pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> anyhow::Result<ServerHandle> {
+        let db = open_db(&cfg.server.data_dir)?;
+        import_legacy_streams(&db, &cfg.server.data_dir).await?;
+
+        let hub = Hub::new(hub_config(&cfg));
+        // The listeners authorise against the control plane's rules; the plugin chain,
+        // if any, decorates them. The plugin host owns the epoch ticker and the
+        // hot-reload watcher: it lives as long as the server. It logs loads, reloads,
+        // failed calls and disabling.
+        let rules = SharedRules::default();
+        let (router, chain, _plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
+        let (plan_tx, mut plan_rx) = tokio::sync::mpsc::channel(64);
+        let (control, control_task) = Control::start(
+            hub.clone(),
+            PushSettings {
+                chunk_size: cfg.rtmp.chunk_size,
+                audio_hold: cfg.rtmp.audio_hold,
+                stall_timeout: cfg.rtmp.push_stall_timeout,
+                srt_latency: cfg.srt.latency,
+                grace: cfg.hub.publisher_grace,
             },
-            passphrases: Arc::new(move |p: &StreamPath| srt_rules.passphrase(p)),
-            idle_timeout: cfg.srt.idle_timeout,
-            send_timeout: cfg.rtmp.play_stall_timeout,
-            ..SrtServerConfig::default()
+            rules.clone(),
+            chain.clone(),
+            chain.is_some().then_some(plan_tx),
+        );
+
+        let server_cfg = ServerConfig {
+            chunk_size: cfg.rtmp.chunk_size,
+            handshake_timeout: cfg.rtmp.handshake_timeout,
+            idle_timeout: cfg.rtmp.idle_timeout,
+            play_stall_timeout: cfg.rtmp.play_stall_timeout,
+            player_nodelay: cfg.rtmp.player_nodelay,
+            audio_hold: cfg.rtmp.audio_hold,
+            inbound: InboundLimits {
+                max_command_bytes: cfg.rtmp.max_command_bytes,
+                max_media_bytes: cfg.rtmp.max_media_bytes,
+                ..InboundLimits::default()
+            },
+            max_connections: cfg.rtmp.max_connections,
+            max_connections_per_ip: cfg.rtmp.max_connections_per_ip,
+            max_pending: cfg.rtmp.max_pending_connections,
         };
-        let srt = SrtServer::bind(
-            cfg.srt.listen,
-            srt_cfg,
+        let server = RtmpServer::bind(
+            cfg.rtmp.listen,
+            server_cfg,
             hub.clone(),
             router.clone() as Arc<dyn Router>,
         )
         .await
-        .with_context(|| format!("listening for SRT on {}", cfg.srt.listen))?;
-        info!(addr = %srt.local_addr(), "SRT listening");
-        Some(srt)
-    } else {
-        None
-    };
-    let http_listener = if cfg.http.enabled {
-        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .with_context(|| format!("listening for RTMP on {}", cfg.rtmp.listen))?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        // SRT binds before RTMP starts accepting, so a listening RTMP port means both are up.
+        let srt = if cfg.srt.enabled {
+            let srt_rules = rules.clone();
+            let srt_cfg = SrtServerConfig {
+                listener: cthulhu_srt::ListenerConfig {
+                    latency: cfg.srt.latency,
+                    max_connections: cfg.srt.max_connections,
+                    max_connections_per_ip: cfg.srt.max_connections_per_ip,
+                    max_pending_handshakes: cfg.srt.max_pending_handshakes,
+                    ..Default::default()
+                },
+                passphrases: Arc::new(move |p: &StreamPath| srt_rules.passphrase(p)),
+                idle_timeout: cfg.srt.idle_timeout,
+                send_timeout: cfg.rtmp.play_stall_timeout,
+                ..SrtServerConfig::default()
+            };
+            let srt = SrtServer::bind(
+                cfg.srt.listen,
+                srt_cfg,
+                hub.clone(),
+                router.clone() as Arc<dyn Router>,
+            )
+            .await
+            .with_context(|| format!("listening for SRT on {}", cfg.srt.listen))?;
+            info!(addr = %srt.local_addr(), "SRT listening");
+            Some(srt)
+        } else {
+            None
+        };
+        let srt_addr = srt.as_ref().map(|s| s.local_addr());
+        let http_listener = if cfg.http.enabled {
+            let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await
             .with_context(|| {
                 format!(
@@ -227,135 +299,147 @@ pub(crate) async fn serve(cfg: Config, config_path: Option<PathBuf>) -> anyhow::
                     cfg.http.listen
                 )
             })?;
-        info!(addr = %listener.local_addr()?, "HTTP API listening");
-        Some(listener)
-    } else {
-        None
-    };
+            info!(addr = %listener.local_addr()?, "HTTP API listening");
+            Some(listener)
+        } else {
+            None
+        };
 
-    // Every listener is bound: now the state, then accepting. Every configured
-    // stream's destinations start now, so they are visible while idle; then what was
-    // created at runtime, from the store. The rules are in place before the listeners
-    // accept anyone. What is created on a first start is shown once, only now that
-    // the server is sure to run (a busy port fails before anything is created).
-    control.apply_file(cfg.streams.clone()).await;
-    let default_stream = if config_path.is_none() {
-        ensure_default_stream(&db, &cfg).await?
-    } else {
-        None
-    };
-    load_store(&control, &db).await?;
-    let admin_password = ensure_admin(&db).await?;
-    if let Some(key) = default_stream {
-        print_default_stream(&cfg, &key);
-    }
-    if let Some(password) = admin_password {
-        println!(
-            "Cthulhu created the console user admin with the password: {}",
-            password.expose()
-        );
-        println!(
-            "It is shown only this once (`cthulhu-server admin reset-password` makes a new one)."
-        );
-        println!();
-    }
+        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
 
-    let srt_task = srt.map(|srt| tokio::spawn(srt.run(stop_rx.clone())));
-    let http_task = if let Some(listener) = http_listener {
-        let state = Arc::new(crate::api::ApiState {
-            control: control.clone(),
-            db: db.clone(),
-            hub: hub.clone(),
-            config_path: config_path.clone(),
-            limiter: crate::auth::limit::LoginLimiter::default(),
-            // No TLS yet: the session cookie cannot be `Secure`.
-            secure_cookies: false,
-        });
-        let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
-            hub: hub.clone(),
-            control: control.clone(),
-            token: cfg.http.metrics_token.clone(),
-        }));
-        let mut stop = stop_rx.clone();
-        Some(tokio::spawn(crate::api::serve(
-            listener,
-            state,
-            metrics,
-            async move {
-                let _ = stop.wait_for(|s| *s).await;
-            },
-        )))
-    } else {
-        None
-    };
-    let addr = server.local_addr()?;
-    info!(addr = %addr, "RTMP listening");
-    let server_task = tokio::spawn(server.run(stop_rx));
-
-    let recordings = start_recordings(&cfg, &hub)?;
-    let mut plugin_recordings = PluginRecordings {
-        hub: hub.clone(),
-        storage: None,
-        cfg: &cfg,
-        running: HashMap::new(),
-    };
-    let mut events = hub.events();
-
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut reloads = reload_signal();
-    // Process figures for soak runs and debugging (`log = "info,cthulhu::stats=debug"`).
-    let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(()) = reloads.recv() => reload(&control, config_path.as_deref()).await,
-            _ = stats_tick.tick() => {
-                let snapshot = hub.snapshot();
-                tracing::debug!(
-                    target: "cthulhu::stats",
-                    tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks(),
-                    streams = snapshot.len(),
-                    live = snapshot.iter().filter(|s| s.live).count(),
-                    "Process stats"
-                );
-            }
-            Some((path, wanted)) = plan_rx.recv() => plugin_recordings.ensure(&path, wanted),
-            ev = events.recv() => match ev {
-                Ok(HubEvent::Recording(ev)) => log_recording(&ev),
-                Ok(_) => {}
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "Missed hub events (recording events are logged from the bus)");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+        // Every listener is bound: now the state, then accepting. Every configured
+        // stream's destinations start now, so they are visible while idle; then what was
+        // created at runtime, from the store. The rules are in place before the listeners
+        // accept anyone. What is created on a first start is shown once, only now that
+        // the server is sure to run (a busy port fails before anything is created).
+        control.apply_file(cfg.streams.clone()).await;
+        let default_stream = if config_path.is_none() {
+            ensure_default_stream(&db, &cfg).await?
+        } else {
+            None
+        };
+        load_store(&control, &db).await?;
+        let admin_password = ensure_admin(&db).await?;
+        if let Some(key) = default_stream {
+            print_default_stream(&cfg, &key);
         }
+        if let Some(password) = admin_password {
+            println!(
+                "Cthulhu created the console user admin with the password: {}",
+                password.expose()
+            );
+            println!(
+                "It is shown only this once (`cthulhu-server admin reset-password` makes a new one)."
+            );
+            println!();
+        }
+
+        let srt_task = srt.map(|srt| tokio::spawn(srt.run(stop_rx.clone())));
+        let http_task = if let Some(listener) = http_listener {
+            let state = Arc::new(crate::api::ApiState {
+                control: control.clone(),
+                db: db.clone(),
+                hub: hub.clone(),
+                config_path: config_path.clone(),
+                limiter: crate::auth::limit::LoginLimiter::default(),
+                // No TLS yet: the session cookie cannot be `Secure`.
+                secure_cookies: false,
+            });
+            let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
+                hub: hub.clone(),
+                control: control.clone(),
+                token: cfg.http.metrics_token.clone(),
+            }));
+            let mut stop = stop_rx.clone();
+            Some(tokio::spawn(crate::api::serve(
+                listener,
+                state,
+                metrics,
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )))
+        } else {
+            None
+        };
+        let addrs = Addrs {
+            rtmp: server.local_addr()?,
+            srt: srt_addr,
+            http: http_addr,
+        };
+        info!(addr = %addrs.rtmp, "RTMP listening");
+        let recordings = start_recordings(&cfg, &hub)?;
+        let server_task = tokio::spawn(server.run(stop_rx));
+        let (quit, mut quit_rx) = watch::channel(false);
+        let control_handle = control.clone();
+        let task = tokio::spawn(async move {
+            let mut plugin_recordings = PluginRecordings {
+                hub: hub.clone(),
+                storage: None,
+                cfg: &cfg,
+                running: HashMap::new(),
+            };
+            let mut events = hub.events();
+
+            // Process figures for soak runs and debugging (`log = "info,cthulhu::stats=debug"`).
+            let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tokio::select! {
+                    _ = quit_rx.wait_for(|q| *q) => break,
+                    _ = stats_tick.tick() => {
+                        let snapshot = hub.snapshot();
+                        tracing::debug!(
+                            target: "cthulhu::stats",
+                            tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+                            streams = snapshot.len(),
+                            live = snapshot.iter().filter(|s| s.live).count(),
+                            "Process stats"
+                        );
+                    }
+                    Some((path, wanted)) = plan_rx.recv() => plugin_recordings.ensure(&path, wanted),
+                    ev = events.recv() => match ev {
+                        Ok(HubEvent::Recording(ev)) => log_recording(&ev),
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            warn!(missed, "Missed hub events (recording events are logged from the bus)");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                }
+            }
+            info!("Shutting down: unpublishing destinations");
+            // All destinations unpublish at once, each within its supervisor's stop grace;
+            // recordings finish their segments (last part uploaded, upload completed).
+            let mut stops = tokio::task::JoinSet::new();
+            for handle in recordings
+                .into_iter()
+                .chain(plugin_recordings.running.into_values())
+            {
+                stops.spawn(handle.stop());
+            }
+            let c = control.clone();
+            stops.spawn(async move { c.shutdown().await });
+            while stops.join_next().await.is_some() {}
+            let _ = control_task.await;
+            let _ = stop_tx.send(true);
+            hub.shutdown();
+            let _ = server_task.await;
+            if let Some(t) = srt_task {
+                let _ = t.await;
+            }
+            if let Some(t) = http_task {
+                let _ = t.await;
+            }
+            info!("Stopped");
+        });
+        Ok(ServerHandle {
+            addrs,
+            control: control_handle,
+            config_path,
+            quit,
+            task,
+        })
     }
-    info!("Shutting down: unpublishing destinations");
-    // All destinations unpublish at once, each within its supervisor's stop grace;
-    // recordings finish their segments (last part uploaded, upload completed).
-    let mut stops = tokio::task::JoinSet::new();
-    for handle in recordings
-        .into_iter()
-        .chain(plugin_recordings.running.into_values())
-    {
-        stops.spawn(handle.stop());
-    }
-    let c = control.clone();
-    stops.spawn(async move { c.shutdown().await });
-    while stops.join_next().await.is_some() {}
-    let _ = control_task.await;
-    let _ = stop_tx.send(true);
-    hub.shutdown();
-    let _ = server_task.await;
-    if let Some(t) = srt_task {
-        let _ = t.await;
-    }
-    if let Some(t) = http_task {
-        let _ = t.await;
-    }
-    info!("Stopped");
-    Ok(())
 }
 
 /// Opens the store in the data directory (created private if missing).
