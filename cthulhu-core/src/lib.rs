@@ -19,7 +19,7 @@ pub mod supervisor;
 
 pub use component::{ComponentError, Sink, Source};
 pub use error::ModelError;
-pub use hub::{Hub, HubConfig, HubError, Publisher, StreamEvent, Subscriber};
+pub use hub::{Hub, HubConfig, HubError, Publisher, PublisherOrigin, StreamEvent, Subscriber};
 pub use model::{
     Codec, CodecDetails, CodecId, Frame, FrameFlags, MediaKind, MetaValue, RtmpTimeUnwrapper,
     StreamInfo, StreamPath, Timestamp, TrackId, TrackInfo,

@@ -20,8 +20,8 @@ use std::io;
 
 use bytes::Bytes;
 use cthulhu_core::{
-    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, RefusalLog, Router,
-    Secret, StreamPath,
+    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, PublisherOrigin,
+    RefusalLog, Router, Secret, StreamPath,
 };
 use rml_rtmp::handshake::PeerType;
 use rml_rtmp::sessions::{
@@ -642,7 +642,11 @@ impl Connection {
             Some(path) => path,
             None => return Ok(()),
         };
-        let publisher = match self.ctx.hub.publish(&path) {
+        let publisher = match self
+            .ctx
+            .hub
+            .publish_from(&path, PublisherOrigin::network("rtmp", self.peer))
+        {
             Ok(p) => p,
             Err(e @ HubError::AlreadyPublishing(_)) => {
                 warn!(stream = %path, "Publish refused: already publishing");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cthulhu_core::format::ts::{TsDemuxer, TsEvent};
 use cthulhu_core::hub::{Continuity, PublishConflict, SubscribeOptions};
-use cthulhu_core::{Action, Decision, Hub, Publisher, Router, Secret, StreamPath};
+use cthulhu_core::{Action, Decision, Hub, Publisher, PublisherOrigin, Router, Secret, StreamPath};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -211,7 +211,7 @@ async fn handle(inc: Incoming, hub: Hub, router: Arc<dyn Router>, cfg: Arc<SrtSe
                 Ok(c) => c,
                 Err(e) => return accept_failed(peer, &path, &e),
             };
-            let publisher = match hub.publish(&path) {
+            let publisher = match hub.publish_from(&path, PublisherOrigin::network("srt", peer)) {
                 Ok(p) => p,
                 Err(e) => {
                     warn!(peer = %peer, stream = %path, error = %e, "SRT publish refused");

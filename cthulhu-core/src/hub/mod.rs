@@ -241,6 +241,33 @@ impl SubscribeOptions {
     }
 }
 
+/// Who publishes a stream: the protocol and the remote address, for the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublisherOrigin {
+    /// `rtmp`, `srt`, or what an in-process publisher calls itself (`playout`...).
+    pub protocol: &'static str,
+    /// The peer's address, for a network publisher.
+    pub remote: Option<std::net::SocketAddr>,
+}
+
+impl PublisherOrigin {
+    /// A network publisher speaking `protocol` from `remote`.
+    pub fn network(protocol: &'static str, remote: std::net::SocketAddr) -> Self {
+        Self {
+            protocol,
+            remote: Some(remote),
+        }
+    }
+
+    /// An in-process publisher (a test, an embedder, a playout).
+    pub fn local(protocol: &'static str) -> Self {
+        Self {
+            protocol,
+            remote: None,
+        }
+    }
+}
+
 /// A point-in-time view of one stream, for the console and metrics.
 #[derive(Clone, Debug)]
 pub struct StreamSnapshot {
@@ -252,6 +279,8 @@ pub struct StreamSnapshot {
     pub info: Option<Arc<StreamInfo>>,
     /// When the current publisher went live.
     pub live_since: Option<SystemTime>,
+    /// Who the current publisher is.
+    pub publisher: Option<PublisherOrigin>,
     /// Payload bytes received from publishers on this path.
     pub bytes_in: u64,
     /// Frames received from publishers on this path.
@@ -309,6 +338,7 @@ struct StreamState {
 struct PublisherSlot {
     id: u64,
     since: SystemTime,
+    origin: PublisherOrigin,
     ended: Arc<Notify>,
     ended_reason: Arc<Mutex<Option<EndReason>>>,
 }
@@ -395,8 +425,18 @@ impl Hub {
     /// Starts publishing on `path`.
     ///
     /// Fails with [`HubError::AlreadyPublishing`] if a publisher is live there and the
-    /// conflict policy is [`PublishConflict::Reject`].
+    /// conflict policy is [`PublishConflict::Reject`]. The publisher shows as
+    /// `local` (see [`Hub::publish_from`]).
     pub fn publish(&self, path: &StreamPath) -> Result<Publisher, HubError> {
+        self.publish_from(path, PublisherOrigin::local("local"))
+    }
+
+    /// Like [`Hub::publish`], naming who publishes (shown in snapshots).
+    pub fn publish_from(
+        &self,
+        path: &StreamPath,
+        origin: PublisherOrigin,
+    ) -> Result<Publisher, HubError> {
         let stream = self.stream(path);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = lock(&stream.state);
@@ -427,6 +467,7 @@ impl Hub {
         st.publisher = Some(PublisherSlot {
             id,
             since: SystemTime::now(),
+            origin,
             ended: ended.clone(),
             ended_reason: ended_reason.clone(),
         });
@@ -541,6 +582,7 @@ impl Hub {
                     live: st.publisher.is_some(),
                     info: st.info.clone(),
                     live_since: st.publisher.as_ref().map(|p| p.since),
+                    publisher: st.publisher.as_ref().map(|p| p.origin.clone()),
                     bytes_in: st.bytes_in,
                     frames_in: st.frames_in,
                     subscribers: st

@@ -480,3 +480,33 @@ async fn kick_ends_the_publisher_and_a_new_one_may_come() {
     let again = hub.publish(&path()).unwrap();
     assert!(again.send(video(0, true)));
 }
+
+#[test]
+fn snapshot_names_the_publisher() {
+    let hub = Hub::new(HubConfig::default());
+    let peer: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
+    let publisher = hub
+        .publish_from(&path(), PublisherOrigin::network("rtmp", peer))
+        .unwrap();
+    let snap = hub.snapshot();
+    let s = snap.iter().find(|s| s.path == path()).unwrap();
+    assert_eq!(
+        s.publisher,
+        Some(PublisherOrigin {
+            protocol: "rtmp",
+            remote: Some(peer)
+        })
+    );
+    assert!(s.live_since.is_some());
+    drop(publisher);
+    assert!(
+        hub.snapshot()
+            .iter()
+            .all(|s| s.path != path() || s.publisher.is_none())
+    );
+    // Without an origin the publisher is local.
+    let _p = hub.publish(&path()).unwrap();
+    let snap = hub.snapshot();
+    let s = snap.iter().find(|s| s.path == path()).unwrap();
+    assert_eq!(s.publisher, Some(PublisherOrigin::local("local")));
+}
