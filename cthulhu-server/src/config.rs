@@ -290,6 +290,28 @@ pub(crate) struct HttpConfig {
     pub(crate) listen: SocketAddr,
     /// Bearer token `/metrics` asks for (`metrics_token`); None: open.
     pub(crate) metrics_token: Option<Secret>,
+    /// HTTPS (`tls_cert` and `tls_key`); None: plain HTTP.
+    pub(crate) tls: Option<HttpTls>,
+}
+
+/// `[http] tls_cert` and `tls_key`: the listener speaks HTTPS only. Both files were
+/// read and checked at load; the server reads them again when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HttpTls {
+    /// PEM certificate chain, leaf first, resolved against the config file's directory.
+    pub(crate) cert: PathBuf,
+    /// PEM private key of the leaf certificate, resolved likewise.
+    pub(crate) key: PathBuf,
+}
+
+impl HttpTls {
+    /// Reads both files into a rustls server configuration.
+    pub(crate) fn server_config(
+        &self,
+    ) -> Result<std::sync::Arc<tokio_rustls::rustls::ServerConfig>, crate::api::tls::TlsFileError>
+    {
+        crate::api::tls::server_config(&self.cert, &self.key)
+    }
 }
 
 impl Default for HttpConfig {
@@ -298,6 +320,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             metrics_token: None,
+            tls: None,
         }
     }
 }
@@ -614,6 +637,8 @@ struct RawHttp {
     enabled: Option<bool>,
     listen: Option<Spanned<String>>,
     metrics_token: Option<Spanned<TomlSecret>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -788,11 +813,62 @@ impl Checker<'_> {
                 Some(token)
             }
         };
+        let tls = self.http_tls(raw.tls_cert, raw.tls_key)?;
         Ok(HttpConfig {
             enabled: raw.enabled.unwrap_or(d.enabled),
             listen,
             metrics_token,
+            tls,
         })
+    }
+
+    /// `http.tls_cert` and `http.tls_key`: both or neither, not empty, resolved against
+    /// the config file's directory if relative, and readable as a certificate chain
+    /// and its private key (checked now, so that a bad file fails the load or the
+    /// `check`, not the start).
+    fn http_tls(
+        &self,
+        cert: Option<Spanned<String>>,
+        key: Option<Spanned<String>>,
+    ) -> Result<Option<HttpTls>, ConfigError> {
+        let (cert, key) = match (cert, key) {
+            (None, None) => return Ok(None),
+            (Some(cert), Some(key)) => (cert, key),
+            (Some(cert), None) => {
+                return Err(self.error(
+                    &cert.span(),
+                    "http.tls_cert",
+                    "needs http.tls_key too (both or neither)",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(self.error(
+                    &key.span(),
+                    "http.tls_key",
+                    "needs http.tls_cert too (both or neither)",
+                ));
+            }
+        };
+        let (cert_span, key_span) = (cert.span(), key.span());
+        let path = |file: Spanned<String>, name: &str| {
+            if file.get_ref().trim().is_empty() {
+                return Err(self.error(&file.span(), name, "must not be empty"));
+            }
+            let path = PathBuf::from(file.into_inner());
+            Ok(match self.base_dir {
+                Some(base) if path.is_relative() => base.join(path),
+                _ => path,
+            })
+        };
+        let tls = HttpTls {
+            cert: path(cert, "http.tls_cert")?,
+            key: path(key, "http.tls_key")?,
+        };
+        tls.server_config().map_err(|e| match e {
+            crate::api::tls::TlsFileError::Cert(m) => self.error(&cert_span, "http.tls_cert", m),
+            crate::api::tls::TlsFileError::Key(m) => self.error(&key_span, "http.tls_key", m),
+        })?;
+        Ok(Some(tls))
     }
 
     fn plugins(&self, raw: Vec<Spanned<RawPlugin>>) -> Result<Vec<PluginDef>, ConfigError> {

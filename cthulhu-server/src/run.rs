@@ -291,6 +291,14 @@ impl Server {
         };
         let srt_addr = srt.as_ref().map(|s| s.local_addr());
         let http_listener = if cfg.http.enabled {
+            // Read again (the load checked them): the files may have changed since.
+            let tls = cfg
+                .http
+                .tls
+                .as_ref()
+                .map(|t| t.server_config())
+                .transpose()
+                .context("[http] HTTPS certificate")?;
             let listener = tokio::net::TcpListener::bind(cfg.http.listen)
             .await
             .with_context(|| {
@@ -299,13 +307,16 @@ impl Server {
                     cfg.http.listen
                 )
             })?;
-            info!(addr = %listener.local_addr()?, "HTTP API listening");
-            Some(listener)
+            info!(addr = %listener.local_addr()?, tls = tls.is_some(), "HTTP API listening");
+            Some((listener, tls))
         } else {
             None
         };
 
-        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+        let http_addr = http_listener
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
 
         // Every listener is bound: now the state, then accepting. Every configured
         // stream's destinations start now, so they are visible while idle; then what was
@@ -335,15 +346,15 @@ impl Server {
         }
 
         let srt_task = srt.map(|srt| tokio::spawn(srt.run(stop_rx.clone())));
-        let http_task = if let Some(listener) = http_listener {
+        let http_task = if let Some((listener, tls)) = http_listener {
             let state = Arc::new(crate::api::ApiState {
                 control: control.clone(),
                 db: db.clone(),
                 hub: hub.clone(),
                 config_path: config_path.clone(),
                 limiter: crate::auth::limit::LoginLimiter::default(),
-                // No TLS yet: the session cookie cannot be `Secure`.
-                secure_cookies: false,
+                // On HTTPS only, the session cookie is `Secure`.
+                secure_cookies: tls.is_some(),
             });
             let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
                 hub: hub.clone(),
@@ -355,6 +366,7 @@ impl Server {
                 listener,
                 state,
                 metrics,
+                tls,
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },

@@ -19,6 +19,7 @@ mod events;
 mod probe;
 mod session;
 mod streams;
+pub(crate) mod tls;
 mod users;
 
 use std::net::SocketAddr;
@@ -95,17 +96,21 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-/// `extra` holds routes outside `/api/v1` on the same listener (`/metrics`).
+/// Serves the API on `listener` until `shutdown` resolves; over TLS only if `tls` is
+/// given (see [`tls`]). `extra` holds routes outside `/api/v1` on the same listener
+/// (`/metrics`).
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ApiState>,
     extra: Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = extra
-        .merge(router(state))
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = extra.merge(router(state));
+    if let Some(config) = tls {
+        return tls::serve(listener, config, app, shutdown).await;
+    }
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

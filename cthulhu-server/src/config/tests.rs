@@ -868,3 +868,207 @@ fn srt_connection_limits() {
         "cthulhu.toml:2:19: srt.max_connections: 0 is out of range (1..=100000)",
     );
 }
+
+/// An `[http]` section with the given `tls_cert` and `tls_key` lines (lines 2 and 3
+/// when both are given).
+fn http_tls(cert: Option<&Path>, key: Option<&Path>) -> String {
+    let mut text = "[http]\n".to_owned();
+    for (name, path) in [("tls_cert", cert), ("tls_key", key)] {
+        if let Some(path) = path {
+            text.push_str(&format!("{name} = {:?}\n", path.display().to_string()));
+        }
+    }
+    text
+}
+
+/// A test CA's localhost certificate and key written to `dir` as `cert.pem` (leaf
+/// and CA: a chain) and `key.pem`.
+fn write_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let ca = cthulhu_testkit::TestCa::new("Config test CA").unwrap();
+    let leaf = ca.issue_localhost().unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, leaf.cert_pem + &ca.cert_pem()).unwrap();
+    std::fs::write(&key, leaf.key_pem).unwrap();
+    (cert, key)
+}
+
+/// Asserts that `text` fails at `line:col` on `key` with a message starting with
+/// `start` and containing `contains`.
+#[track_caller]
+fn assert_error_starts(text: &str, at: &str, start: &str, contains: &str) {
+    let got = parse(text).unwrap_err().to_string();
+    let want = format!("cthulhu.toml:{at}: {start}");
+    assert!(got.starts_with(&want), "{got:?} should start with {want:?}");
+    assert!(
+        got.contains(contains),
+        "{got:?} should contain {contains:?}"
+    );
+}
+
+#[test]
+fn http_tls_cert_and_key_both_or_neither() {
+    assert_eq!(parse("").unwrap().http.tls, None);
+    assert_eq!(parse("[http]\nenabled = true\n").unwrap().http.tls, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+
+    let c = parse(&http_tls(Some(&cert), Some(&key))).unwrap();
+    assert_eq!(
+        c.http.tls,
+        Some(HttpTls {
+            cert: cert.clone(),
+            key: key.clone()
+        })
+    );
+    // The order of the keys does not matter.
+    let text = format!(
+        "[http]\ntls_key = {:?}\ntls_cert = {:?}\n",
+        key.display().to_string(),
+        cert.display().to_string()
+    );
+    assert!(parse(&text).unwrap().http.tls.is_some());
+
+    assert_error(
+        &http_tls(Some(&cert), None),
+        "cthulhu.toml:2:12: http.tls_cert: needs http.tls_key too (both or neither)",
+    );
+    assert_error(
+        &http_tls(None, Some(&key)),
+        "cthulhu.toml:2:11: http.tls_key: needs http.tls_cert too (both or neither)",
+    );
+    assert_error(
+        &format!(
+            "[http]\ntls_cert = \" \"\ntls_key = {:?}\n",
+            key.display().to_string()
+        ),
+        "cthulhu.toml:2:12: http.tls_cert: must not be empty",
+    );
+    assert_error(
+        &format!(
+            "[http]\ntls_cert = {:?}\ntls_key = \"\"\n",
+            cert.display().to_string()
+        ),
+        "cthulhu.toml:3:11: http.tls_key: must not be empty",
+    );
+    assert_error(
+        "[http]\ntls_cert = 5\n",
+        "cthulhu.toml:2:12: http.tls_cert: invalid type: integer `5`, expected a string",
+    );
+}
+
+#[test]
+fn http_tls_files_are_read_and_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let missing = dir.path().join("missing.pem");
+
+    // Unreadable files, named with the key they come from.
+    assert_error_starts(
+        &http_tls(Some(&missing), Some(&key)),
+        "2:12",
+        &format!("http.tls_cert: cannot read {}: ", missing.display()),
+        "No such file",
+    );
+    assert_error_starts(
+        &http_tls(Some(&cert), Some(&missing)),
+        "3:11",
+        &format!("http.tls_key: cannot read {}: ", missing.display()),
+        "No such file",
+    );
+    assert_error_starts(
+        &http_tls(Some(dir.path()), Some(&key)),
+        "2:12",
+        &format!("http.tls_cert: cannot read {}: ", dir.path().display()),
+        "",
+    );
+
+    // Files of the wrong kind or content.
+    assert_error_starts(
+        &http_tls(Some(&key), Some(&key)),
+        "2:12",
+        &format!("http.tls_cert: no certificate in {}", key.display()),
+        "BEGIN CERTIFICATE",
+    );
+    assert_error_starts(
+        &http_tls(Some(&cert), Some(&cert)),
+        "3:11",
+        &format!("http.tls_key: no private key in {}", cert.display()),
+        "BEGIN PRIVATE KEY",
+    );
+    let cases = [
+        (
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "invalid PEM in",
+        ),
+        ("-----BEGIN CERTIFICATE-----\nAAAA\n", "invalid PEM in"),
+        (
+            "-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n",
+            "unusable certificate in",
+        ),
+    ];
+    let bad = dir.path().join("bad.pem");
+    for (text, want) in cases {
+        std::fs::write(&bad, text).unwrap();
+        assert_error_starts(
+            &http_tls(Some(&bad), Some(&key)),
+            "2:12",
+            &format!("http.tls_cert: {want} {}", bad.display()),
+            "",
+        );
+    }
+    std::fs::write(
+        &bad,
+        "-----BEGIN PRIVATE KEY-----\nAAECAwQF\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    assert_error_starts(
+        &http_tls(Some(&cert), Some(&bad)),
+        "3:11",
+        &format!("http.tls_key: unusable key in {}", bad.display()),
+        "",
+    );
+
+    // The key of another certificate.
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = write_cert(other.path());
+    assert_error(
+        &http_tls(Some(&cert), Some(&other_key)),
+        &format!(
+            "cthulhu.toml:3:11: http.tls_key: the key in {} does not belong to the certificate in {}",
+            other_key.display(),
+            cert.display()
+        ),
+    );
+}
+
+#[test]
+fn relative_http_tls_files_are_relative_to_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("certs")).unwrap();
+    write_cert(&dir.path().join("certs"));
+    let path = dir.path().join("cthulhu.toml");
+    std::fs::write(
+        &path,
+        "[http]\ntls_cert = \"certs/cert.pem\"\ntls_key = \"certs/key.pem\"\n",
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(
+        c.http.tls,
+        Some(HttpTls {
+            cert: dir.path().join("certs/cert.pem"),
+            key: dir.path().join("certs/key.pem"),
+        })
+    );
+    // A missing file: the error names the config file and the resolved path.
+    std::fs::remove_file(dir.path().join("certs/key.pem")).unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}:3:11: http.tls_key: cannot read {}: ",
+            path.display(),
+            dir.path().join("certs/key.pem").display()
+        )),
+        "{err}"
+    );
+}
