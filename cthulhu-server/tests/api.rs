@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use common::{Cthulhu, call, video_gaps};
 use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port};
 use reqwest::{Client, Method, StatusCode};
@@ -493,45 +493,137 @@ async fn api_changes_survive_a_restart_and_tokens_revoke() -> Result<()> {
     Ok(())
 }
 
-/// Every endpoint refuses anonymous and made-up callers with 401 and the error shape.
+/// Every endpoint the OpenAPI document lists, but the login, refuses anonymous and
+/// made-up callers with 401 and the error shape; the document lists every known
+/// endpoint (so an empty or partial document cannot pass).
 #[tokio::test]
 async fn every_endpoint_needs_a_token() -> Result<()> {
     let steady = Nginx::start_rtmp(free_port()).await?;
     let srv = Cthulhu::start(&config(&steady)).await?;
     let http = Client::new();
-    let endpoints = [
-        (Method::GET, "streams"),
-        (Method::GET, "streams/live/studio"),
-        (Method::POST, "streams/live/studio/destinations"),
-        (Method::PATCH, "streams/live/studio/destinations/steady"),
-        (Method::DELETE, "streams/live/studio/destinations/steady"),
+    let token = srv.create_token("x").await?;
+    let (status, doc) = call(&http, &srv, Some(&token), Method::GET, "openapi.json", None).await?;
+    ensure!(status == StatusCode::OK, "{status} {doc}");
+    let mut endpoints = Vec::new();
+    for (path, item) in doc["paths"].as_object().context("no paths")? {
+        for method in item.as_object().context("a path without methods")?.keys() {
+            if ["get", "head", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                endpoints.push((
+                    Method::from_bytes(method.to_uppercase().as_bytes())?,
+                    path.clone(),
+                ));
+            }
+        }
+    }
+    ensure!(
+        endpoints.len() >= 24,
+        "{} endpoints: {endpoints:?}",
+        endpoints.len()
+    );
+    for (method, path) in [
+        (Method::POST, "/api/v1/login"),
+        (Method::GET, "/api/v1/me"),
+        (Method::GET, "/api/v1/events"),
+        (Method::GET, "/api/v1/openapi.json"),
+        (Method::GET, "/api/v1/streams"),
+        (Method::POST, "/api/v1/streams"),
+        (Method::DELETE, "/api/v1/streams/{app}/{name}"),
+        (Method::POST, "/api/v1/streams/{app}/{name}/kick"),
+        (
+            Method::PATCH,
+            "/api/v1/streams/{app}/{name}/destinations/{dest}",
+        ),
         (
             Method::POST,
-            "streams/live/studio/destinations/steady/retry",
+            "/api/v1/streams/{app}/{name}/destinations/{dest}/retry",
         ),
-        (Method::POST, "reload"),
-        (Method::GET, "tokens"),
-        (Method::POST, "tokens"),
-        (Method::DELETE, "tokens/1"),
-        (Method::GET, "events"),
-        (Method::GET, "me"),
-        (Method::POST, "streams"),
-        (Method::DELETE, "streams/live/studio"),
-        (Method::POST, "streams/live/studio/kick"),
-        (Method::POST, "probe"),
-    ];
-    for (method, path) in endpoints {
+        (Method::DELETE, "/api/v1/tokens/{id}"),
+        (Method::POST, "/api/v1/users/{username}/password-reset"),
+        (Method::POST, "/api/v1/probe"),
+        (Method::POST, "/api/v1/reload"),
+    ] {
+        ensure!(
+            endpoints.iter().any(|(m, p)| *m == method && p == path),
+            "{method} {path} is not in the document"
+        );
+    }
+    for (method, path) in &endpoints {
+        if *method == Method::POST && path == "/api/v1/login" {
+            continue;
+        }
+        // Path parameters: what exists in this test's config.
+        let rel = path
+            .strip_prefix("/api/v1/")
+            .with_context(|| format!("{path} is outside /api/v1"))?
+            .replace("{app}", "live")
+            .replace("{name}", "studio")
+            .replace("{dest}", "steady")
+            .replace("{username}", "admin")
+            .replace("{id}", "1");
+        ensure!(
+            !rel.contains('{'),
+            "{path}: a path parameter this test does not know"
+        );
         for token in [None, Some("cth_0000"), Some("")] {
-            let body = (method != Method::GET && method != Method::DELETE)
+            let body = (*method != Method::GET && *method != Method::DELETE)
                 .then(|| json!({"name": "x", "url": "rtmp://127.0.0.1:1/live/x"}));
-            let (status, answer) = call(&http, &srv, token, method.clone(), path, body).await?;
+            let (status, answer) = call(&http, &srv, token, method.clone(), &rel, body).await?;
             ensure!(
                 status == StatusCode::UNAUTHORIZED && answer["error"]["code"] == "unauthorized",
-                "{method} {path} with {token:?}: {status} {answer}"
+                "{method} {rel} with {token:?}: {status} {answer}"
             );
         }
     }
-    ensure!(dest(&http, &srv, &srv.create_token("x").await?, "steady").await?["enabled"] == true);
+    ensure!(dest(&http, &srv, &token, "steady").await?["enabled"] == true);
+    Ok(())
+}
+
+/// `GET /api/v1/openapi.json` needs a caller like every endpoint, and is an OpenAPI 3
+/// document with the security schemes.
+#[tokio::test]
+async fn openapi_document_needs_a_caller() -> Result<()> {
+    let steady = Nginx::start_rtmp(free_port()).await?;
+    let srv = Cthulhu::start(&config(&steady)).await?;
+    let http = Client::new();
+    let (status, answer) = call(&http, &srv, None, Method::GET, "openapi.json", None).await?;
+    ensure!(
+        status == StatusCode::UNAUTHORIZED && answer["error"]["code"] == "unauthorized",
+        "{status} {answer}"
+    );
+    let token = srv.create_token("doc").await?;
+    let resp = http
+        .get(srv.api("openapi.json"))
+        .bearer_auth(&token)
+        .send()
+        .await?;
+    ensure!(resp.status() == StatusCode::OK, "{}", resp.status());
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let doc: Value = resp.json().await?;
+    ensure!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    ensure!(doc["info"]["title"].is_string(), "{}", doc["info"]);
+    for scheme in ["bearer", "session", "csrf"] {
+        ensure!(
+            doc["components"]["securitySchemes"][scheme].is_object(),
+            "no {scheme} scheme"
+        );
+    }
+    ensure!(
+        doc["components"]["schemas"]["ErrorBody"].is_object(),
+        "no error shape"
+    );
     Ok(())
 }
 

@@ -16,7 +16,19 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ApiState, Caller, all_streams, dto};
 
-/// The event stream.
+/// The event stream (Server-Sent Events): a `snapshot` event first, then one
+/// `destination` event per state change; a reader too slow for the buffer gets a
+/// fresh `snapshot` instead of the changes it missed.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "server",
+    responses(
+        (status = 200, description = "`text/event-stream`: `snapshot` events carry a \
+            `StreamList` (as `GET /api/v1/streams`), `destination` events a `StatusEvent`",
+            content_type = "text/event-stream", body = String),
+    )
+)]
 pub(super) async fn events(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,

@@ -16,6 +16,7 @@
 
 mod dto;
 mod events;
+mod openapi;
 mod probe;
 mod session;
 mod streams;
@@ -26,22 +27,25 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use cthulhu_core::{Hub, StreamPath};
 use serde::Deserialize;
-use serde_json::json;
 use tracing::{info, warn};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth;
 use crate::config::{Config, PushUrl};
 use crate::control::{Control, ControlError, DestinationPatch, Origin, PushSpec};
 use crate::db::{Db, DbError, NewAudit, unix_now as now};
+use dto::{DestinationParams, ErrorBody, StreamParams, TokenParams};
 
 /// Request bodies are small JSON documents.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -64,36 +68,42 @@ pub(crate) struct ApiState {
     pub(crate) secure_cookies: bool,
 }
 
-/// The API's routes.
+/// The API's routes, and the OpenAPI document describing them
+/// (`GET /api/v1/openapi.json`, see [`openapi`]).
 pub(crate) fn router(state: Arc<ApiState>) -> Router {
-    let v1 = Router::new()
-        .route("/login", post(session::login))
-        .route("/logout", post(session::logout))
-        .route("/me", get(session::me))
-        .route("/events", get(events::events))
-        .route("/streams", get(list_streams))
-        .route("/streams/{app}/{name}", get(get_stream))
-        .route("/streams/{app}/{name}/destinations", post(add_destination))
-        .route(
-            "/streams/{app}/{name}/destinations/{dest}",
-            axum::routing::patch(patch_destination).delete(delete_destination),
-        )
-        .route(
-            "/streams/{app}/{name}/destinations/{dest}/retry",
-            post(retry_destination),
-        )
-        .route("/reload", post(reload))
-        .route("/tokens", get(list_tokens).post(create_token))
-        .route("/tokens/{id}", axum::routing::delete(revoke_token))
+    let (router, mut doc) = routes()
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+        .split_for_parts();
+    openapi::finish(&mut doc);
+    router.layer(Extension(Arc::new(doc)))
+}
+
+/// Every route with its description: each is registered with utoipa-axum's
+/// `routes!`, which takes the path and methods from the handler's `#[utoipa::path]`,
+/// so the router and the document cannot disagree.
+fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    let v1 = OpenApiRouter::new()
+        .routes(routes!(session::login))
+        .routes(routes!(session::logout))
+        .routes(routes!(session::me))
+        .routes(routes!(events::events))
+        .routes(routes!(list_streams))
+        .routes(routes!(get_stream))
+        .routes(routes!(add_destination))
+        .routes(routes!(patch_destination, delete_destination))
+        .routes(routes!(retry_destination))
+        .routes(routes!(reload))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(revoke_token))
+        .routes(routes!(openapi::openapi_json))
         .merge(users::routes())
         .merge(streams::routes())
         .merge(probe::routes())
         .fallback(not_found);
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::base())
         .nest("/api/v1", v1)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves; over TLS only if `tls` is
@@ -164,11 +174,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let (Some(field), Some(obj)) = (self.field, error.as_object_mut()) {
-            obj.insert("field".into(), field.into());
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
+        let body = ErrorBody {
+            error: dto::ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
@@ -343,23 +356,30 @@ async fn audit(state: &ApiState, caller: &Caller, action: &'static str, target: 
     }
 }
 
+/// Every stream with its live figures and destinations.
+#[utoipa::path(
+    get,
+    path = "/streams",
+    tag = "streams",
+    responses((status = 200, description = "Every stream", body = dto::StreamList))
+)]
 async fn list_streams(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<dto::StreamList>, ApiError> {
     Ok(Json(all_streams(&state).await))
 }
 
 /// `{"streams": [...]}`: every stream with its live figures and destinations (the
 /// answer of `GET /api/v1/streams` and the event stream's snapshot).
-async fn all_streams(state: &ApiState) -> serde_json::Value {
+async fn all_streams(state: &ApiState) -> dto::StreamList {
     let views = state.control.snapshot().await;
     let live = state.hub.snapshot();
     let streams: Vec<_> = views
         .iter()
         .map(|v| dto::stream(v, live.iter().find(|s| s.path == v.path)))
         .collect();
-    json!({ "streams": streams })
+    dto::StreamList { streams }
 }
 
 /// The destination `name` of `path` as the control plane shows it now.
@@ -377,11 +397,23 @@ async fn destination_view(
         .and_then(|v| v.destinations.into_iter().find(|d| d.name == name))
 }
 
+/// One stream with its live figures and destinations.
+#[utoipa::path(
+    get,
+    path = "/streams/{app}/{name}",
+    tag = "streams",
+    params(StreamParams),
+    responses(
+        (status = 200, description = "The stream", body = dto::Stream),
+        (status = 404, description = "No such stream (`not_found`)", body = ErrorBody),
+        (status = 422, description = "Not a stream path (`invalid`, field `path`)", body = ErrorBody),
+    )
+)]
 async fn get_stream(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
-    Path((app, name)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(StreamParams { app, name }): Path<StreamParams>,
+) -> Result<Json<dto::Stream>, ApiError> {
     let path = stream_path(&app, &name)?;
     let views = state.control.snapshot().await;
     let view = views.iter().find(|v| v.path == path).ok_or_else(|| {
@@ -398,11 +430,17 @@ async fn get_stream(
     )))
 }
 
-#[derive(Deserialize)]
+/// A new destination.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDestination {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`, unique within the stream.
+    #[schema(example = "youtube")]
     name: String,
+    /// `rtmp://`, `rtmps://` or `srt://` URL with its key (never shown again).
+    #[schema(example = "rtmps://a.rtmps.youtube.com/live2/KEY")]
     url: String,
+    /// Whether it starts at once (default true).
     enabled: Option<bool>,
 }
 
@@ -426,10 +464,25 @@ fn parse_url(raw: &str) -> Result<PushUrl, ApiError> {
     PushUrl::parse(raw).map_err(|e| ApiError::invalid("url", e.to_string()))
 }
 
+/// Adds a destination to a stream; it starts at once (unless disabled) and is kept
+/// in the store.
+#[utoipa::path(
+    post,
+    path = "/streams/{app}/{name}/destinations",
+    tag = "destinations",
+    params(StreamParams),
+    request_body = NewDestination,
+    responses(
+        (status = 201, description = "Added (the URL redacted)", body = dto::Destination),
+        (status = 404, description = "No such stream (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The stream has a destination of that name (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A bad name, URL or body (`invalid`, with `field`)", body = ErrorBody),
+    )
+)]
 async fn add_destination(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path((app, name)): Path<(String, String)>,
+    Path(StreamParams { app, name }): Path<StreamParams>,
     Body(body): Body<NewDestination>,
 ) -> Result<Response, ApiError> {
     let path = stream_path(&app, &name)?;
@@ -465,14 +518,17 @@ async fn add_destination(
     .await;
     info!(stream = %path, dest = %body.name, by = %caller.actor, started = applied.started.len(), "API: destination added");
     let view = destination_view(&state, &path, &body.name).await;
-    let dest = view.map(|d| dto::destination(&d)).unwrap_or_default();
+    let dest = view.map(|d| dto::destination(&d));
     Ok((StatusCode::CREATED, Json(dest)).into_response())
 }
 
-#[derive(Deserialize)]
+/// A change of a destination: what is given changes.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchBody {
+    /// Enables or disables it (kept as an override for the config file's entries).
     enabled: Option<bool>,
+    /// A new URL with its key (not for the config file's entries: 409).
     url: Option<String>,
 }
 
@@ -489,12 +545,26 @@ async fn origin_of(state: &ApiState, path: &StreamPath, dest: &str) -> Result<Or
         })
 }
 
+/// Enables, disables or re-targets a destination, live; the others are not touched.
+#[utoipa::path(
+    patch,
+    path = "/streams/{app}/{name}/destinations/{dest}",
+    tag = "destinations",
+    params(DestinationParams),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "Changed (the URL redacted)", body = dto::Destination),
+        (status = 404, description = "No such stream or destination (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A change other than enabling of a config file entry (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A bad URL or body (`invalid`, with `field`)", body = ErrorBody),
+    )
+)]
 async fn patch_destination(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path((app, name, dest)): Path<(String, String, String)>,
+    Path(DestinationParams { app, name, dest }): Path<DestinationParams>,
     Body(body): Body<PatchBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Option<dto::Destination>>, ApiError> {
     let path = stream_path(&app, &name)?;
     let url = body.url.as_deref().map(parse_url).transpose()?;
     let origin = origin_of(&state, &path, &dest).await?;
@@ -533,13 +603,26 @@ async fn patch_destination(
     )
     .await;
     let view = destination_view(&state, &path, &dest).await;
-    Ok(Json(view.map(|d| dto::destination(&d)).unwrap_or_default()))
+    Ok(Json(view.map(|d| dto::destination(&d))))
 }
 
+/// Stops and deletes a destination made through the API.
+#[utoipa::path(
+    delete,
+    path = "/streams/{app}/{name}/destinations/{dest}",
+    tag = "destinations",
+    params(DestinationParams),
+    responses(
+        (status = 204, description = "Stopped and deleted"),
+        (status = 404, description = "No such stream or destination (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A config file or plugin entry, which only the file or plugin removes (`conflict`)", body = ErrorBody),
+        (status = 422, description = "Not a stream path (`invalid`, field `path`)", body = ErrorBody),
+    )
+)]
 async fn delete_destination(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path((app, name, dest)): Path<(String, String, String)>,
+    Path(DestinationParams { app, name, dest }): Path<DestinationParams>,
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(&app, &name)?;
     state
@@ -561,20 +644,43 @@ async fn delete_destination(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends a destination's backoff wait: it reconnects now.
+#[utoipa::path(
+    post,
+    path = "/streams/{app}/{name}/destinations/{dest}/retry",
+    tag = "destinations",
+    params(DestinationParams),
+    responses(
+        (status = 200, description = "Whether it was waiting and retries now", body = dto::Retried),
+        (status = 404, description = "No such stream or destination (`not_found`)", body = ErrorBody),
+        (status = 422, description = "Not a stream path (`invalid`, field `path`)", body = ErrorBody),
+    )
+)]
 async fn retry_destination(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
-    Path((app, name, dest)): Path<(String, String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(DestinationParams { app, name, dest }): Path<DestinationParams>,
+) -> Result<Json<dto::Retried>, ApiError> {
     let path = stream_path(&app, &name)?;
-    let retrying = state.control.retry(path, dest).await?;
-    Ok(Json(json!({ "retried": retrying })))
+    let retried = state.control.retry(path, dest).await?;
+    Ok(Json(dto::Retried { retried }))
 }
 
+/// Reads the config file again and applies what changed (as `SIGHUP` does).
+#[utoipa::path(
+    post,
+    path = "/reload",
+    tag = "server",
+    responses(
+        (status = 200, description = "Applied", body = dto::Reloaded),
+        (status = 409, description = "The server runs without a config file (`no_config_file`)", body = ErrorBody),
+        (status = 422, description = "The file is invalid: the running configuration is kept (`config_invalid`)", body = ErrorBody),
+    )
+)]
 async fn reload(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<dto::Reloaded>, ApiError> {
     let Some(path) = state.config_path.clone() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -603,40 +709,60 @@ async fn reload(
         .ok_or_else(|| ApiError::from(ControlError::Closed))?;
     info!(by = %caller.actor, %applied, "Config reloaded");
     audit(&state, &caller, "config.reload", String::new()).await;
-    Ok(Json(json!({
-        "started": applied.started,
-        "stopped": applied.stopped,
-        "restarted": applied.restarted,
-        "unchanged": applied.kept,
-    })))
+    Ok(Json(dto::Reloaded {
+        started: applied.started,
+        stopped: applied.stopped,
+        restarted: applied.restarted,
+        unchanged: applied.kept,
+    }))
 }
 
+/// Every API token (never the tokens themselves).
+#[utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    responses((status = 200, description = "The tokens", body = dto::TokenList))
+)]
 async fn list_tokens(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<dto::TokenList>, ApiError> {
     let tokens = state.db.run(|db| db.list_tokens()).await?;
-    let tokens: Vec<_> = tokens
-        .iter()
-        .map(|t| {
-            json!({
-                "id": t.id,
-                "name": t.name,
-                "created_at": t.created_at,
-                "last_used_at": t.last_used_at,
-                "revoked": t.revoked,
-            })
+    let tokens = tokens
+        .into_iter()
+        .map(|t| dto::TokenView {
+            id: t.id.0,
+            name: t.name,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            revoked: t.revoked,
         })
         .collect();
-    Ok(Json(json!({ "tokens": tokens })))
+    Ok(Json(dto::TokenList { tokens }))
 }
 
-#[derive(Deserialize)]
+/// A new API token.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`, unique.
+    #[schema(example = "ci")]
     name: String,
 }
 
+/// Creates an API token; the answer is the only time it is shown.
+#[utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    request_body = NewToken,
+    responses(
+        (status = 201, description = "Created (the token shown once)", body = dto::CreatedToken),
+        (status = 409, description = "A token of that name exists (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A bad name or body (`invalid`)", body = ErrorBody),
+    )
+)]
 async fn create_token(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
@@ -653,7 +779,11 @@ async fn create_token(
     .await;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id, "name": body.name, "token": token })),
+        Json(dto::CreatedToken {
+            id,
+            name: body.name,
+            token,
+        }),
     )
         .into_response())
 }
@@ -668,10 +798,21 @@ pub(crate) async fn issue_token(db: &Db, name: String) -> Result<(i64, String), 
     Ok((id.0, token))
 }
 
+/// Revokes an API token: it is refused from now on.
+#[utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    params(TokenParams),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such token (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn revoke_token(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(TokenParams { id }): Path<TokenParams>,
 ) -> Result<StatusCode, ApiError> {
     let revoked = state
         .db

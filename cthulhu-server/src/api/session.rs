@@ -35,7 +35,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
+use utoipa::ToSchema;
 
+use super::dto::{self, ErrorBody};
 use super::{ApiError, ApiState, Body, Caller, Via, now};
 use crate::auth;
 use crate::auth::totp::TotpSecret;
@@ -135,10 +137,11 @@ fn session_expired() -> ApiError {
 }
 
 /// The body of `POST /api/v1/login`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginBody {
     /// The login name.
+    #[schema(example = "admin")]
     username: String,
     /// The password.
     password: String,
@@ -168,7 +171,23 @@ impl Failure {
     }
 }
 
-/// `POST /api/v1/login`.
+/// `POST /api/v1/login`: password and TOTP code; a user without TOTP gets the
+/// enrolment, and enables TOTP with the first login that gives a code of it.
+#[utoipa::path(
+    post,
+    path = "/login",
+    tag = "session",
+    request_body = LoginBody,
+    security(()),
+    responses(
+        (status = 200, description = "Logged in: the session cookie is in `Set-Cookie`; or, for a user without TOTP, the enrolment", body = dto::LoginAnswer),
+        (status = 400, description = "The body is not JSON, or not sent as `application/json` (`bad_request`)", body = ErrorBody),
+        (status = 401, description = "A wrong username, password or code, or a used one (`invalid_credentials`); the password is right but the code is missing (`totp_required`)", body = ErrorBody),
+        (status = 422, description = "A body of the wrong shape (`invalid`)", body = ErrorBody),
+        (status = 429, description = "Too many failed logins from this address or for this user (`rate_limited`)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    )
+)]
 pub(super) async fn login(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -334,7 +353,13 @@ async fn enrol(state: &ApiState, user: &User) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::internal("the otpauth URI", e))?;
     let svg = auth::totp::qr_svg(&uri).map_err(|e| ApiError::internal("the QR code", e))?;
     info!(user = %user.username, "API: TOTP enrolment shown");
-    Ok(Json(json!({ "enrol": { "otpauth_uri": uri, "qr_svg": svg } })).into_response())
+    let answer = dto::LoginAnswer::Enrol(dto::EnrolAnswer {
+        enrol: dto::Enrolment {
+            otpauth_uri: uri,
+            qr_svg: svg,
+        },
+    });
+    Ok(Json(answer).into_response())
 }
 
 /// Creates the session of a successful login and answers with its cookie.
@@ -361,10 +386,10 @@ async fn start_session(
     login_audit(state, "login.ok", Some(&user.username), &remote, None).await;
     let max_age = Duration::from_secs(u64::try_from(SESSION_MAX_SECS).unwrap_or(0));
     let set_cookie = auth::cookie::session_cookie(&cookie, max_age, state.secure_cookies);
-    let mut resp = Json(json!({
-        "username": user.username,
-        "csrf_token": csrf,
-        "expires_at": expires_at,
+    let mut resp = Json(dto::LoginAnswer::Session(dto::SessionStarted {
+        username: user.username.clone(),
+        csrf_token: csrf,
+        expires_at,
     }))
     .into_response();
     set_cookie_header(&mut resp, &set_cookie);
@@ -414,6 +439,12 @@ async fn login_audit(
 
 /// `POST /api/v1/logout`: revokes the caller's session and clears the cookie (with a
 /// token, there is no session: only the cookie is cleared).
+#[utoipa::path(
+    post,
+    path = "/logout",
+    tag = "session",
+    responses((status = 204, description = "Logged out; `Set-Cookie` clears the cookie"))
+)]
 pub(super) async fn logout(
     State(state): State<Arc<ApiState>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -441,13 +472,23 @@ pub(super) async fn logout(
 
 /// `GET /api/v1/me`: `{"username", "via": "session"|"token"}` (`username` is null for
 /// a token that acts for no user; `token` names the token).
-pub(super) async fn me(caller: Caller) -> Json<serde_json::Value> {
-    match &caller.via {
-        Via::Session { .. } => Json(json!({ "username": caller.actor, "via": "session" })),
-        Via::Token { name, username } => Json(json!({
-            "username": username,
-            "via": "token",
-            "token": name,
-        })),
-    }
+#[utoipa::path(
+    get,
+    path = "/me",
+    tag = "session",
+    responses((status = 200, description = "The caller", body = dto::Me))
+)]
+pub(super) async fn me(caller: Caller) -> Json<dto::Me> {
+    Json(match caller.via {
+        Via::Session { .. } => dto::Me {
+            username: Some(caller.actor),
+            via: dto::ViaName::Session,
+            token: None,
+        },
+        Via::Token { name, username } => dto::Me {
+            username,
+            via: dto::ViaName::Token,
+            token: Some(name),
+        },
+    })
 }

@@ -5,16 +5,18 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
-use axum::{Json, Router};
 use cthulhu_core::{Secret, StreamPath};
 use serde::Deserialize;
-use serde_json::json;
 use tracing::info;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::dto::{self, ErrorBody, StreamParams};
 use super::{ApiError, ApiState, Body, Caller, audit, now, stream_path};
 use crate::control::StreamSpec;
 
@@ -24,19 +26,37 @@ const MIN_KEY_LEN: usize = 16;
 const MAX_KEY_LEN: usize = 256;
 
 /// The routes.
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/streams", post(create_stream))
-        .route("/streams/{app}/{name}", delete(delete_stream))
-        .route("/streams/{app}/{name}/kick", post(kick))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(create_stream))
+        .routes(routes!(delete_stream))
+        .routes(routes!(kick))
 }
 
-#[derive(Deserialize)]
+/// A new stream.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewStream {
+    /// `app/name`.
+    #[schema(example = "live/studio")]
     path: String,
+    /// The publish key: 16 to 256 printable ASCII characters without `/` or `?`
+    /// (generated when absent).
     key: Option<String>,
 }
+
+/// Creates a stream; the answer is the only time its key is shown.
+#[utoipa::path(
+    post,
+    path = "/streams",
+    tag = "streams",
+    request_body = NewStream,
+    responses(
+        (status = 201, description = "Created (the key shown once)", body = dto::CreatedStream),
+        (status = 409, description = "The stream exists (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A bad path, key or body (`invalid`, with `field`)", body = ErrorBody),
+    )
+)]
 
 async fn create_stream(
     State(state): State<Arc<ApiState>>,
@@ -83,15 +103,31 @@ async fn create_stream(
     info!(stream = %path, by = %caller.actor, "API: stream created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "path": path.as_str(), "key": key.expose() })),
+        Json(dto::CreatedStream {
+            path: path.as_str().to_owned(),
+            key: key.expose().to_owned(),
+        }),
     )
         .into_response())
 }
 
+/// Deletes a stream made through the API, with its destinations.
+#[utoipa::path(
+    delete,
+    path = "/streams/{app}/{name}",
+    tag = "streams",
+    params(StreamParams),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such stream (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A config file or plugin stream (`conflict`)", body = ErrorBody),
+        (status = 422, description = "Not a stream path (`invalid`, field `path`)", body = ErrorBody),
+    )
+)]
 async fn delete_stream(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path((app, name)): Path<(String, String)>,
+    Path(StreamParams { app, name }): Path<StreamParams>,
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(&app, &name)?;
     state.control.remove_stream(path.clone()).await?;
@@ -102,10 +138,22 @@ async fn delete_stream(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Disconnects the stream's publisher.
+#[utoipa::path(
+    post,
+    path = "/streams/{app}/{name}/kick",
+    tag = "streams",
+    params(StreamParams),
+    responses(
+        (status = 204, description = "Disconnected"),
+        (status = 409, description = "Nobody publishes the stream (`not_live`)", body = ErrorBody),
+        (status = 422, description = "Not a stream path (`invalid`, field `path`)", body = ErrorBody),
+    )
+)]
 async fn kick(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path((app, name)): Path<(String, String)>,
+    Path(StreamParams { app, name }): Path<StreamParams>,
 ) -> Result<StatusCode, ApiError> {
     let path = stream_path(&app, &name)?;
     if !state.hub.kick(&path) {

@@ -8,15 +8,17 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use tracing::info;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::dto::{self, ErrorBody, UserParams};
 use super::{ApiError, ApiState, Body, Caller, audit, now};
 use crate::auth;
 use crate::db::{Role, User};
@@ -25,24 +27,24 @@ use crate::db::{Role, User};
 const MAX_USERNAME_LEN: usize = 64;
 
 /// The user endpoints.
-pub(super) fn routes() -> Router<Arc<ApiState>> {
-    Router::new()
-        .route("/users", get(list_users).post(create_user))
-        .route("/users/{username}", axum::routing::delete(delete_user))
-        .route("/users/{username}/password-reset", post(reset_password))
-        .route("/users/{username}/totp-reset", post(reset_totp))
+pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(delete_user))
+        .routes(routes!(reset_password))
+        .routes(routes!(reset_totp))
 }
 
 /// A user as the API shows it: no hash, no secret.
-fn user_view(u: &User) -> serde_json::Value {
-    json!({
-        "id": u.id.0,
-        "username": u.username,
-        "role": u.role.as_str(),
-        "totp_enabled": u.totp_enabled,
-        "created_at": u.created_at,
-        "disabled": u.disabled,
-    })
+fn user_view(u: &User) -> dto::UserView {
+    dto::UserView {
+        id: u.id.0,
+        username: u.username.clone(),
+        role: u.role.as_str(),
+        totp_enabled: u.totp_enabled,
+        created_at: u.created_at,
+        disabled: u.disabled,
+    }
 }
 
 /// 1 to [`MAX_USERNAME_LEN`] of `[A-Za-z0-9._-]`.
@@ -93,20 +95,44 @@ async fn new_password() -> Result<(String, String), ApiError> {
     Ok((password, hash))
 }
 
+/// Every console user.
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    responses((status = 200, description = "The users", body = dto::UserList))
+)]
 async fn list_users(
     State(state): State<Arc<ApiState>>,
     _caller: Caller,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<dto::UserList>, ApiError> {
     let users = state.db.run(|db| db.list_users()).await?;
-    let users: Vec<_> = users.iter().map(user_view).collect();
-    Ok(Json(json!({ "users": users })))
+    let users = users.iter().map(user_view).collect();
+    Ok(Json(dto::UserList { users }))
 }
 
-#[derive(Deserialize)]
+/// A new console user.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// 1 to 64 letters, digits, `-`, `_` or `.`, unique.
+    #[schema(example = "alice")]
     username: String,
 }
+
+/// Creates a console user with a generated password (shown once); TOTP is enrolled
+/// at the first login.
+#[utoipa::path(
+    post,
+    path = "/users",
+    tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created (the password shown once)", body = dto::CreatedUser),
+        (status = 409, description = "A user of that name exists (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A bad username or body (`invalid`)", body = ErrorBody),
+    )
+)]
 
 async fn create_user(
     State(state): State<Arc<ApiState>>,
@@ -130,15 +156,31 @@ async fn create_user(
     info!(user = %body.username, by = %caller.actor, "API: user created");
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "id": id.0, "username": body.username, "password": password })),
+        Json(dto::CreatedUser {
+            id: id.0,
+            username: body.username,
+            password,
+        }),
     )
         .into_response())
 }
 
+/// Deletes a user and ends its sessions.
+#[utoipa::path(
+    delete,
+    path = "/users/{username}",
+    tag = "users",
+    params(UserParams),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user (`not_found`)", body = ErrorBody),
+        (status = 409, description = "The last enabled administrator (`conflict`)", body = ErrorBody),
+    )
+)]
 async fn delete_user(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(username): Path<String>,
+    Path(UserParams { username }): Path<UserParams>,
 ) -> Result<StatusCode, ApiError> {
     let user = find_user(&state, &username).await?;
     let id = user.id;
@@ -167,11 +209,22 @@ async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Gives a user a new generated password (shown once) and ends its sessions.
+#[utoipa::path(
+    post,
+    path = "/users/{username}/password-reset",
+    tag = "users",
+    params(UserParams),
+    responses(
+        (status = 200, description = "The new password (shown once)", body = dto::NewPassword),
+        (status = 404, description = "No such user (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn reset_password(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(username): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Path(UserParams { username }): Path<UserParams>,
+) -> Result<Json<dto::NewPassword>, ApiError> {
     let user = find_user(&state, &username).await?;
     let (password, hash) = new_password().await?;
     let id = user.id;
@@ -194,13 +247,24 @@ async fn reset_password(
     )
     .await;
     info!(user = %user.username, by = %caller.actor, "API: password reset");
-    Ok(Json(json!({ "password": password })))
+    Ok(Json(dto::NewPassword { password }))
 }
 
+/// Removes a user's TOTP (it enrols again at the next login) and ends its sessions.
+#[utoipa::path(
+    post,
+    path = "/users/{username}/totp-reset",
+    tag = "users",
+    params(UserParams),
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 404, description = "No such user (`not_found`)", body = ErrorBody),
+    )
+)]
 async fn reset_totp(
     State(state): State<Arc<ApiState>>,
     caller: Caller,
-    Path(username): Path<String>,
+    Path(UserParams { username }): Path<UserParams>,
 ) -> Result<StatusCode, ApiError> {
     let user = find_user(&state, &username).await?;
     let id = user.id;
