@@ -153,6 +153,12 @@ impl RtmpServer {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The log of refused connections; [`RefusalLog::totals`] counts them by
+    /// reason (for metrics).
+    pub fn refusals(&self) -> RefusalLog {
+        self.ctx.refusals.clone()
+    }
+
     /// Accepts connections until `shutdown` becomes true; connection tasks end with it.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         // Summaries of refused peers come out even when the refusals stop.

@@ -17,6 +17,7 @@ mod config;
 mod control;
 mod db;
 mod metrics;
+mod rates;
 mod run;
 mod store;
 

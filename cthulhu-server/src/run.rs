@@ -1,35 +1,30 @@
 //! Composition: config → hub, router, RTMP listener and supervised pushes.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 use cthulhu_core::hub::{HubEvent, OverflowPolicy, PublishConflict, RecordingEvent};
-use cthulhu_core::supervisor::BackoffPolicy;
 use cthulhu_core::{Hub, HubConfig, Router, Secret, StreamPath};
 use cthulhu_rtmp::{InboundLimits, RtmpServer, ServerConfig};
-use cthulhu_sinks::{
-    Container, NameTemplate, RecordConfig, Recorder, RecordingHandle, Storage, StorageConfig,
-};
 use cthulhu_srt::{SrtServer, SrtServerConfig};
 use tokio::sync::{broadcast, watch};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 use cthulhu_plugins::{
-    AuthPlugin, HostConfig, Manifest, PluginHost, PluginKind, PolicyChain,
-    Recording as PluginRecording, RoutePlugin,
+    AuthPlugin, HostConfig, Manifest, PluginHost, PluginKind, PolicyChain, RoutePlugin,
 };
 
 use crate::auth;
 use crate::config::PushUrl;
-use crate::config::{
-    Config, LOCAL_STORAGE, OnOverflow, OnSecondPublisher, PluginHook, RecordFormat,
+use crate::config::{Config, OnOverflow, OnSecondPublisher, PluginHook};
+use crate::control::{
+    Control, DestinationPatch, PushSettings, PushSpec, RecordSpec, SharedRules, Storages,
+    StreamSpec,
 };
-use crate::control::{Control, DestinationPatch, PushSettings, PushSpec, SharedRules, StreamSpec};
-use crate::db::{Db, Role};
+use crate::db::{Db, Role, Segment};
 use crate::store::{DEFAULT_STREAM_PATH, Store};
 
 /// The log filter when neither `RUST_LOG` nor the config sets one. srt-protocol warns
@@ -220,7 +215,16 @@ impl Server {
         // failed calls and disabling.
         let rules = SharedRules::default();
         let (router, chain, _plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
-        let (plan_tx, mut plan_rx) = tokio::sync::mpsc::channel(64);
+        // The storages the file's recordings use open now: a storage that cannot be
+        // used stops the start, naming it.
+        let mut storages = Storages::new(cfg.storage.clone(), cfg.server.data_dir.clone());
+        for stream in &cfg.streams {
+            for (i, rec) in stream.record.iter().enumerate().filter(|(_, r)| r.enabled) {
+                storages
+                    .open(&rec.storage)
+                    .map_err(|e| anyhow::anyhow!("streams {}: record[{i}]: {e}", stream.path))?;
+            }
+        }
         let (control, control_task) = Control::start(
             hub.clone(),
             PushSettings {
@@ -232,7 +236,7 @@ impl Server {
             },
             rules.clone(),
             chain.clone(),
-            chain.is_some().then_some(plan_tx),
+            storages,
         );
 
         let server_cfg = ServerConfig {
@@ -345,6 +349,11 @@ impl Server {
             println!();
         }
 
+        // Refusals by reason, for /metrics.
+        let mut refusals = vec![("rtmp", server.refusals())];
+        if let Some(srt) = &srt {
+            refusals.push(("srt", srt.refusals()));
+        }
         let srt_task = srt.map(|srt| tokio::spawn(srt.run(stop_rx.clone())));
         let http_task = if let Some((listener, tls)) = http_listener {
             let state = Arc::new(crate::api::ApiState {
@@ -355,11 +364,13 @@ impl Server {
                 limiter: crate::auth::limit::LoginLimiter::default(),
                 // On HTTPS only, the session cookie is `Secure`.
                 secure_cookies: tls.is_some(),
+                rates: crate::rates::Rates::start(hub.clone()),
             });
             let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
                 hub: hub.clone(),
                 control: control.clone(),
                 token: cfg.http.metrics_token.clone(),
+                refusals,
             }));
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(crate::api::serve(
@@ -380,24 +391,17 @@ impl Server {
             http: http_addr,
         };
         info!(addr = %addrs.rtmp, "RTMP listening");
-        let recordings = start_recordings(&cfg, &hub)?;
         let server_task = tokio::spawn(server.run(stop_rx));
         let (quit, mut quit_rx) = watch::channel(false);
         let control_handle = control.clone();
         let task = tokio::spawn(async move {
-            let mut plugin_recordings = PluginRecordings {
-                hub: hub.clone(),
-                storage: None,
-                cfg: &cfg,
-                running: HashMap::new(),
-            };
             let mut events = hub.events();
 
             // Process figures for soak runs and debugging (`log = "info,cthulhu::stats=debug"`).
             let mut stats_tick = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {
                 tokio::select! {
-                    _ = quit_rx.wait_for(|q| *q) => break,
+                    _ = quit_rx.changed() => break,
                     _ = stats_tick.tick() => {
                         let snapshot = hub.snapshot();
                         tracing::debug!(
@@ -408,9 +412,11 @@ impl Server {
                             "Process stats"
                         );
                     }
-                    Some((path, wanted)) = plan_rx.recv() => plugin_recordings.ensure(&path, wanted),
                     ev = events.recv() => match ev {
-                        Ok(HubEvent::Recording(ev)) => log_recording(&ev),
+                        Ok(HubEvent::Recording(ev)) => {
+                            log_recording(&ev);
+                            keep_segment(&db, &ev).await;
+                        }
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             warn!(missed, "Missed hub events (recording events are logged from the bus)");
@@ -422,17 +428,15 @@ impl Server {
             info!("Shutting down: unpublishing destinations");
             // All destinations unpublish at once, each within its supervisor's stop grace;
             // recordings finish their segments (last part uploaded, upload completed).
-            let mut stops = tokio::task::JoinSet::new();
-            for handle in recordings
-                .into_iter()
-                .chain(plugin_recordings.running.into_values())
-            {
-                stops.spawn(handle.stop());
-            }
-            let c = control.clone();
-            stops.spawn(async move { c.shutdown().await });
-            while stops.join_next().await.is_some() {}
+            control.shutdown().await;
             let _ = control_task.await;
+            // The segments finished while stopping.
+            while let Ok(ev) = events.try_recv() {
+                if let HubEvent::Recording(ev) = ev {
+                    log_recording(&ev);
+                    keep_segment(&db, &ev).await;
+                }
+            }
             let _ = stop_tx.send(true);
             hub.shutdown();
             let _ = server_task.await;
@@ -461,12 +465,19 @@ pub(crate) fn open_db(data_dir: &Path) -> anyhow::Result<Db> {
     Db::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))
 }
 
-/// Hands what was created at runtime (streams, destinations, enable/disable of the
+/// Hands what was created at runtime (streams, destinations, recordings, enable/disable of the
 /// file's destinations) to the control plane. An entry that no longer makes sense
 /// (a destination of a stream that is gone) is skipped with a warning.
 async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
-    let (streams, dests, overrides) = db
-        .run(|db| Ok((db.streams()?, db.destinations()?, db.overrides()?)))
+    let (streams, dests, recordings, overrides) = db
+        .run(|db| {
+            Ok((
+                db.streams()?,
+                db.destinations()?,
+                db.recordings()?,
+                db.overrides()?,
+            ))
+        })
         .await
         .context("reading the store")?;
     for s in streams {
@@ -500,6 +511,22 @@ async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
         };
         if let Err(e) = control.add_destination(path, spec).await {
             warn!(stream = %d.stream_path, dest = %d.name, error = %e, "Stored destination skipped");
+        }
+    }
+    for r in recordings {
+        let Ok(path) = StreamPath::new(r.stream_path.as_str()) else {
+            warn!(stream = %r.stream_path, recording = %r.id, "Stored recording skipped: invalid path");
+            continue;
+        };
+        let added = match RecordSpec::from_stored(&r) {
+            Ok(spec) => control
+                .add_recording(path, spec)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = added {
+            warn!(stream = %r.stream_path, recording = %r.id, error = %e, "Stored recording skipped");
         }
     }
     for o in overrides.into_iter().filter(|o| o.kind == "destination") {
@@ -738,135 +765,36 @@ fn log_recording(ev: &RecordingEvent) {
     }
 }
 
-/// Recordings route plugins ask for, to the local storage (`<data_dir>/recordings`),
-/// one per (stream, recording name), started when the plugin first names them.
-struct PluginRecordings<'a> {
-    hub: Hub,
-    storage: Option<Arc<Storage>>,
-    cfg: &'a Config,
-    running: HashMap<(StreamPath, String), RecordingHandle>,
-}
-
-impl PluginRecordings<'_> {
-    fn ensure(&mut self, path: &StreamPath, wanted: Vec<PluginRecording>) {
-        for rec in wanted {
-            let id = (path.clone(), rec.name.clone());
-            if self.running.contains_key(&id) {
-                continue;
-            }
-            let storage = match &self.storage {
-                Some(s) => s.clone(),
-                None => match open_storage(self.cfg, LOCAL_STORAGE) {
-                    Ok(s) => self.storage.insert(s).clone(),
-                    Err(e) => {
-                        warn!(stream = %path, recording = %rec.name, error = %format!("{e:#}"), "Plugin recording skipped");
-                        continue;
-                    }
-                },
-            };
-            let setup = rec
-                .format
-                .parse::<Container>()
-                .and_then(|c| Ok((c, NameTemplate::parse(&rec.path_template)?)))
-                .and_then(|(c, t)| {
-                    Recorder::new(
-                        format!("{path}:plugin:{}", rec.name),
-                        &self.hub,
-                        path.clone(),
-                        storage,
-                        RecordConfig::new(c, t),
-                    )
-                });
-            match setup {
-                Ok(recorder) => {
-                    info!(stream = %path, recording = %rec.name, to = %recorder.describe(), "Recording requested by the route plugin");
-                    self.running
-                        .insert(id, recorder.spawn(BackoffPolicy::default()));
-                }
-                Err(e) => {
-                    warn!(stream = %path, recording = %rec.name, error = %e, "Plugin recording skipped")
-                }
-            }
-        }
-    }
-}
-
-/// Builds the storages recordings use and starts one recorder per enabled
-/// `[[streams.record]]`; each waits for its stream to go live.
-fn start_recordings(cfg: &Config, hub: &Hub) -> anyhow::Result<Vec<RecordingHandle>> {
-    let mut storages: HashMap<&str, Arc<Storage>> = HashMap::new();
-    let mut handles = Vec::new();
-    for stream in &cfg.streams {
-        for (i, rec) in stream.record.iter().enumerate() {
-            if !rec.enabled {
-                continue;
-            }
-            let storage = match storages.get(rec.storage.as_str()) {
-                Some(s) => s.clone(),
-                None => {
-                    let s = open_storage(cfg, &rec.storage)?;
-                    storages.insert(rec.storage.as_str(), s.clone());
-                    s
-                }
-            };
-            let def = cfg.storage.iter().find(|d| d.name == rec.storage);
-            let template = NameTemplate::parse(&rec.name)
-                .with_context(|| format!("streams {}: record[{i}].name", stream.path))?;
-            let container = match rec.format {
-                RecordFormat::Fmp4 => Container::Fmp4,
-                RecordFormat::Ts => Container::Ts,
-                RecordFormat::Flv => Container::Flv,
-            };
-            let mut rc = RecordConfig::new(container, template);
-            rc.segment_duration = rec.segment_duration;
-            rc.segment_bytes = rec.segment_bytes;
-            if let Some(d) = def {
-                if let Some(v) = d.part_size {
-                    rc.part_size = v;
-                }
-                if let Some(v) = d.max_inflight_parts {
-                    rc.max_inflight_parts = v;
-                }
-                if let Some(v) = d.max_buffered {
-                    rc.max_buffered_bytes = v;
-                }
-            }
-            let name = format!("{}:record{i}", stream.path);
-            let recorder = Recorder::new(name.clone(), hub, stream.path.clone(), storage, rc)
-                .with_context(|| format!("recording {name}"))?;
-            info!(stream = %stream.path, recording = %name, to = %recorder.describe(), "Recording configured");
-            handles.push(recorder.spawn(BackoffPolicy::default()));
-        }
-    }
-    Ok(handles)
-}
-
-/// The storage named `name`: a `[storage.NAME]`, or the predefined local one.
-fn open_storage(cfg: &Config, name: &str) -> anyhow::Result<Arc<Storage>> {
-    let sc = match cfg.storage.iter().find(|d| d.name == name) {
-        Some(d) => StorageConfig {
-            url: d.url.clone(),
-            endpoint: d.endpoint.clone(),
-            region: d.region.clone(),
-            access_key_id: d.access_key_id.clone(),
-            secret_access_key: d.secret_access_key.clone(),
-            session_token: d.session_token.clone(),
-            allow_http: d.allow_http,
-            ..StorageConfig::default()
-        },
-        None if name == LOCAL_STORAGE => {
-            let dir = cfg.server.data_dir.join("recordings");
-            let dir = std::path::absolute(&dir).unwrap_or(dir);
-            StorageConfig {
-                url: format!("file://{}", dir.display()),
-                ..StorageConfig::default()
-            }
-        }
-        None => anyhow::bail!("no storage named {name:?}"),
+/// Keeps a finished segment in the store, for `GET /api/v1/recordings`; a failure
+/// is logged.
+async fn keep_segment(db: &Db, ev: &RecordingEvent) {
+    let RecordingEvent::SegmentFinished {
+        path,
+        recorder,
+        object,
+        bytes,
+        duration,
+    } = ev
+    else {
+        return;
     };
-    let storage = Storage::from_config(&sc).with_context(|| format!("storage {name:?}"))?;
-    info!(storage = %name, at = %storage.describe(), "Storage ready");
-    Ok(storage)
+    let recording = recorder
+        .strip_prefix(path.as_str())
+        .and_then(|r| r.strip_prefix(':'))
+        .unwrap_or(recorder)
+        .to_owned();
+    let segment = Segment {
+        id: 0,
+        stream_path: path.to_string(),
+        recording,
+        object: object.clone(),
+        bytes: i64::try_from(*bytes).unwrap_or(i64::MAX),
+        duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+        finished_at: crate::db::unix_now(),
+    };
+    if let Err(e) = db.run(move |db| db.add_segment(&segment)).await {
+        warn!(stream = %path, object = %object, error = %e, "Finished segment not kept in the store");
+    }
 }
 
 async fn shutdown_signal() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use cthulhu_core::format::ts::{TsDemuxer, TsEvent};
 use cthulhu_core::hub::{Continuity, PublishConflict, SubscribeOptions};
-use cthulhu_core::{Action, Decision, Hub, Publisher, PublisherOrigin, Router, Secret, StreamPath};
+use cthulhu_core::{
+    Action, Decision, Hub, Publisher, PublisherOrigin, RefusalLog, Router, Secret, StreamPath,
+};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -98,6 +100,12 @@ impl SrtServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr()
+    }
+
+    /// The log of refused handshakes and requests; [`RefusalLog::totals`] counts
+    /// them by reason (for metrics).
+    pub fn refusals(&self) -> RefusalLog {
+        self.listener.refusals().clone()
     }
 
     /// Serves callers until `stop` turns true; then closes every connection.

@@ -573,28 +573,15 @@ impl Hub {
     /// Snapshots of every stream that has a publisher or subscribers.
     pub fn snapshot(&self) -> Vec<StreamSnapshot> {
         let streams: Vec<Arc<Stream>> = lock(&self.inner.streams).values().cloned().collect();
-        let mut out: Vec<StreamSnapshot> = streams
-            .iter()
-            .map(|s| {
-                let st = lock(&s.state);
-                StreamSnapshot {
-                    path: s.path.clone(),
-                    live: st.publisher.is_some(),
-                    info: st.info.clone(),
-                    live_since: st.publisher.as_ref().map(|p| p.since),
-                    publisher: st.publisher.as_ref().map(|p| p.origin.clone()),
-                    bytes_in: st.bytes_in,
-                    frames_in: st.frames_in,
-                    subscribers: st
-                        .subscribers
-                        .iter()
-                        .map(|sub| lock(&sub.queue).stats(&sub.label))
-                        .collect(),
-                }
-            })
-            .collect();
+        let mut out: Vec<StreamSnapshot> = streams.iter().map(|s| stream_snapshot(s)).collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
+    }
+
+    /// The snapshot of one stream, if the hub has it.
+    pub fn stream_snapshot(&self, path: &StreamPath) -> Option<StreamSnapshot> {
+        let stream = lock(&self.inner.streams).get(path).cloned()?;
+        Some(stream_snapshot(&stream))
     }
 
     /// Ends every publisher and subscription; later publishes fail with [`HubError::Closed`].
@@ -622,6 +609,25 @@ fn has_video(st: &StreamState) -> bool {
 
 /// Ends the current publish session: the publisher's [`Publisher::ended`] resolves
 /// with `reason` and subscribers get `Ended(reason)`.
+/// A stream's snapshot (its lock held briefly).
+fn stream_snapshot(s: &Stream) -> StreamSnapshot {
+    let st = lock(&s.state);
+    StreamSnapshot {
+        path: s.path.clone(),
+        live: st.publisher.is_some(),
+        info: st.info.clone(),
+        live_since: st.publisher.as_ref().map(|p| p.since),
+        publisher: st.publisher.as_ref().map(|p| p.origin.clone()),
+        bytes_in: st.bytes_in,
+        frames_in: st.frames_in,
+        subscribers: st
+            .subscribers
+            .iter()
+            .map(|sub| lock(&sub.queue).stats(&sub.label))
+            .collect(),
+    }
+}
+
 fn end_locked(st: &mut StreamState, reason: EndReason) {
     let Some(publisher) = st.publisher.take() else {
         return;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::control::{DestinationView, StreamView, state_name, unix_secs};
+use crate::rates::Bitrate;
 
 /// The error answer of every endpoint: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -50,6 +51,10 @@ pub(super) struct Stream {
     live: bool,
     /// When the current publisher went live (Unix seconds).
     live_since: Option<u64>,
+    /// Who publishes now.
+    publisher: Option<Publisher>,
+    /// The incoming bitrate in bit/s (absent until sampled twice, a second apart).
+    bitrate_in: Option<BitrateIn>,
     /// Payload bytes received from publishers.
     bytes_in: u64,
     /// Frames received from publishers.
@@ -62,6 +67,30 @@ pub(super) struct Stream {
     players: usize,
     /// The destinations, by name.
     destinations: Vec<Destination>,
+    /// The recordings, by id.
+    recordings: Vec<super::recordings::Recording>,
+}
+
+/// The publisher of a live stream.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Publisher {
+    /// `rtmp` or `srt` (or an in-process publisher's name).
+    #[schema(example = "rtmp")]
+    protocol: &'static str,
+    /// The peer's address, `ip:port`.
+    #[schema(example = "192.0.2.10:53122")]
+    remote: Option<String>,
+    /// When it went live (Unix seconds).
+    since: Option<u64>,
+}
+
+/// A stream's incoming bitrate.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct BitrateIn {
+    /// Over the last second, in bit/s.
+    last_1s: u64,
+    /// Over the last ten seconds, in bit/s.
+    last_10s: u64,
 }
 
 /// One track of a stream.
@@ -376,7 +405,11 @@ pub(super) struct ProbeAnswer {
 }
 
 /// One stream: the desired state and, if it was ever published, live figures.
-pub(super) fn stream(view: &StreamView, live: Option<&StreamSnapshot>) -> Stream {
+pub(super) fn stream(
+    view: &StreamView,
+    live: Option<&StreamSnapshot>,
+    rate: Option<Bitrate>,
+) -> Stream {
     let tracks: Vec<Track> = live
         .and_then(|s| s.info.as_ref())
         .map(|info| {
@@ -404,12 +437,29 @@ pub(super) fn stream(view: &StreamView, live: Option<&StreamSnapshot>) -> Stream
         origin: view.origin.as_str(),
         live: live.is_some_and(|s| s.live),
         live_since: live.and_then(|s| s.live_since).map(unix_secs),
+        publisher: live.and_then(|s| {
+            let p = s.publisher.as_ref()?;
+            Some(Publisher {
+                protocol: p.protocol,
+                remote: p.remote.map(|a| a.to_string()),
+                since: s.live_since.map(unix_secs),
+            })
+        }),
+        bitrate_in: rate.map(|r| BitrateIn {
+            last_1s: r.last_1s.round() as u64,
+            last_10s: r.last_10s.round() as u64,
+        }),
         bytes_in: live.map_or(0, |s| s.bytes_in),
         frames_in: live.map_or(0, |s| s.frames_in),
         tracks,
         subscribers: live.map_or(0, |s| s.subscribers.len()),
         players,
         destinations: view.destinations.iter().map(destination).collect(),
+        recordings: view
+            .recordings
+            .iter()
+            .map(super::recordings::recording)
+            .collect(),
     }
 }
 

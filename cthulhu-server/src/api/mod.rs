@@ -18,6 +18,7 @@ mod dto;
 mod events;
 mod openapi;
 mod probe;
+mod recordings;
 mod session;
 mod streams;
 pub(crate) mod tls;
@@ -66,6 +67,8 @@ pub(crate) struct ApiState {
     pub(crate) limiter: auth::limit::LoginLimiter,
     /// Whether the session cookie is `Secure` (the API is served over TLS).
     pub(crate) secure_cookies: bool,
+    /// Incoming bitrates.
+    pub(crate) rates: crate::rates::Rates,
 }
 
 /// The API's routes, and the OpenAPI document describing them
@@ -100,6 +103,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .merge(users::routes())
         .merge(streams::routes())
         .merge(probe::routes())
+        .merge(recordings::routes())
         .fallback(not_found);
     OpenApiRouter::with_openapi(openapi::base())
         .nest("/api/v1", v1)
@@ -374,10 +378,15 @@ async fn list_streams(
 /// answer of `GET /api/v1/streams` and the event stream's snapshot).
 async fn all_streams(state: &ApiState) -> dto::StreamList {
     let views = state.control.snapshot().await;
-    let live = state.hub.snapshot();
+    let live: std::collections::HashMap<StreamPath, cthulhu_core::hub::StreamSnapshot> = state
+        .hub
+        .snapshot()
+        .into_iter()
+        .map(|s| (s.path.clone(), s))
+        .collect();
     let streams: Vec<_> = views
         .iter()
-        .map(|v| dto::stream(v, live.iter().find(|s| s.path == v.path)))
+        .map(|v| dto::stream(v, live.get(&v.path), state.rates.get(&v.path)))
         .collect();
     dto::StreamList { streams }
 }
@@ -390,10 +399,8 @@ async fn destination_view(
 ) -> Option<crate::control::DestinationView> {
     state
         .control
-        .snapshot()
+        .stream(path.clone())
         .await
-        .into_iter()
-        .find(|v| &v.path == path)
         .and_then(|v| v.destinations.into_iter().find(|d| d.name == name))
 }
 
@@ -415,18 +422,18 @@ async fn get_stream(
     Path(StreamParams { app, name }): Path<StreamParams>,
 ) -> Result<Json<dto::Stream>, ApiError> {
     let path = stream_path(&app, &name)?;
-    let views = state.control.snapshot().await;
-    let view = views.iter().find(|v| v.path == path).ok_or_else(|| {
+    let view = state.control.stream(path.clone()).await.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("stream {path} not found"),
         )
     })?;
-    let live = state.hub.snapshot();
+    let live = state.hub.stream_snapshot(&path);
     Ok(Json(dto::stream(
-        view,
-        live.iter().find(|s| s.path == path),
+        &view,
+        live.as_ref(),
+        state.rates.get(&path),
     )))
 }
 

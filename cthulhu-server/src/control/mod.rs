@@ -9,12 +9,13 @@
 //! changed: a destination whose name, URL and TLS settings are unchanged keeps its
 //! connection through any edit or reload.
 //!
+//! Recordings are reconciled the same way ([`recordings`]): the config file's
+//! `[[streams.record]]`, the API's and a route plugin's.
+//!
 //! The listeners authorise publishers and players against [`SharedRules`], which the
 //! task replaces whenever the set of streams changes.
 
-// The API (next step) reads the views, events and runtime changes.
-#![allow(dead_code, reason = "the HTTP API uses the runtime changes and views")]
-
+mod recordings;
 mod rules;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use cthulhu_core::hub::RecordingEvent;
 use cthulhu_core::hub::{HubEvent, SubscribeOptions};
 use cthulhu_core::policy::StreamRule;
 use cthulhu_core::supervisor::{
@@ -36,8 +38,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::config::{PushTarget, PushUrl, StreamConfig};
+use crate::config::{LOCAL_STORAGE, PushTarget, PushUrl, StreamConfig};
 
+use recordings::{DesiredRecording, RunningRecording};
+pub(crate) use recordings::{RecordSpec, RecordingView, Storages};
 pub(crate) use rules::SharedRules;
 
 /// Where a desired stream or destination comes from.
@@ -171,6 +175,8 @@ pub(crate) struct StreamView {
     pub(crate) origin: Origin,
     /// Its destinations, by name.
     pub(crate) destinations: Vec<DestinationView>,
+    /// Its recordings, by id.
+    pub(crate) recordings: Vec<RecordingView>,
 }
 
 /// A change of a destination's state, for the event stream.
@@ -233,8 +239,22 @@ enum Command {
         name: String,
         reply: oneshot::Sender<Result<bool, ControlError>>,
     },
+    AddRecording {
+        path: StreamPath,
+        spec: RecordSpec,
+        reply: oneshot::Sender<Result<Applied, ControlError>>,
+    },
+    RemoveRecording {
+        path: StreamPath,
+        id: String,
+        reply: oneshot::Sender<Result<Applied, ControlError>>,
+    },
     Snapshot {
         reply: oneshot::Sender<Vec<StreamView>>,
+    },
+    Stream {
+        path: StreamPath,
+        reply: oneshot::Sender<Option<StreamView>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -247,7 +267,6 @@ enum Command {
 pub(crate) struct Control {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<DestinationEvent>,
-    rules: SharedRules,
 }
 
 impl fmt::Debug for Control {
@@ -266,13 +285,13 @@ impl Control {
     /// plugins may change each stream's destinations at publish time.
     ///
     /// `rules` is what the listeners authorise against (the task keeps it current);
-    /// the recordings a route plugin asks for at a publish go to `plan_recordings`.
+    /// recordings write to `storages`.
     pub(crate) fn start(
         hub: Hub,
         settings: PushSettings,
         rules: SharedRules,
         chain: Option<Arc<PolicyChain>>,
-        plan_recordings: Option<mpsc::Sender<(StreamPath, Vec<PluginRecording>)>>,
+        storages: Storages,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -290,21 +309,18 @@ impl Control {
             settings,
             push_group,
             chain,
-            plan_recordings,
-            rules: rules.clone(),
+            storages,
+            rules,
             events: events.clone(),
             streams: BTreeMap::new(),
             plans: HashMap::new(),
             running: HashMap::new(),
+            recorders: HashMap::new(),
+            record_errors: HashMap::new(),
             stopping: JoinSet::new(),
         };
         let join = tokio::spawn(task.run(rx));
-        (Self { tx, events, rules }, join)
-    }
-
-    /// The rules listeners authorise against.
-    pub(crate) fn rules(&self) -> SharedRules {
-        self.rules.clone()
+        (Self { tx, events }, join)
     }
 
     /// Destination status changes, as they happen. A reader that falls behind gets
@@ -387,11 +403,42 @@ impl Control {
             .unwrap_or(Err(ControlError::Closed))
     }
 
+    /// Adds a recording at runtime to a known stream.
+    pub(crate) async fn add_recording(
+        &self,
+        path: StreamPath,
+        spec: RecordSpec,
+    ) -> Result<Applied, ControlError> {
+        self.ask(|reply| Command::AddRecording { path, spec, reply })
+            .await
+            .unwrap_or(Err(ControlError::Closed))
+    }
+
+    /// Stops and removes a recording created at runtime (its open segment is
+    /// finished and kept).
+    pub(crate) async fn remove_recording(
+        &self,
+        path: StreamPath,
+        id: String,
+    ) -> Result<Applied, ControlError> {
+        self.ask(|reply| Command::RemoveRecording { path, id, reply })
+            .await
+            .unwrap_or(Err(ControlError::Closed))
+    }
+
     /// The desired state with each destination's status.
     pub(crate) async fn snapshot(&self) -> Vec<StreamView> {
         self.ask(|reply| Command::Snapshot { reply })
             .await
             .unwrap_or_default()
+    }
+
+    /// One stream's desired state with the status of its destinations and
+    /// recordings; None if there is no such stream.
+    pub(crate) async fn stream(&self, path: StreamPath) -> Option<StreamView> {
+        self.ask(|reply| Command::Stream { path, reply })
+            .await
+            .flatten()
     }
 
     /// Stops every destination (each unpublishes within its stop grace) and ends the
@@ -422,6 +469,17 @@ struct DesiredStream {
     spec: StreamSpec,
     origin: Origin,
     pushes: BTreeMap<String, DesiredPush>,
+    recordings: BTreeMap<String, DesiredRecording>,
+}
+
+/// What a plugin chain gave a stream at its last publish.
+#[derive(Debug, Clone, Default)]
+struct Plan {
+    /// The stream's destinations while the plan holds (the chain saw the desired
+    /// ones and kept, changed or dropped them).
+    routes: Vec<Route>,
+    /// Recordings the route plugin asked for, besides the desired ones.
+    recordings: Vec<RecordSpec>,
 }
 
 /// What identifies a running push: a change of any of it restarts the push.
@@ -443,15 +501,17 @@ struct Task {
     settings: PushSettings,
     push_group: PushGroup,
     chain: Option<Arc<PolicyChain>>,
-    plan_recordings: Option<mpsc::Sender<(StreamPath, Vec<PluginRecording>)>>,
+    storages: Storages,
     rules: SharedRules,
     events: broadcast::Sender<DestinationEvent>,
     streams: BTreeMap<StreamPath, DesiredStream>,
-    /// The routes a plugin chain gave each stream at its last publish: while present,
-    /// they are the stream's destinations (the chain saw the others and kept, changed
-    /// or dropped them).
-    plans: HashMap<StreamPath, Vec<Route>>,
+    /// The plan a plugin chain gave each stream at its last publish.
+    plans: HashMap<StreamPath, Plan>,
     running: HashMap<(StreamPath, String), Running>,
+    /// Running recorders by (stream, recording id).
+    recorders: HashMap<(StreamPath, String), RunningRecording>,
+    /// Why a wanted recording could not start, until it does.
+    record_errors: HashMap<(StreamPath, String), String>,
     /// Destinations being stopped (each within its supervisor's stop grace).
     stopping: JoinSet<()>,
 }
@@ -471,6 +531,7 @@ impl Task {
                 }
                 ev = hub_events.recv() => match ev {
                     Ok(HubEvent::Published { path, .. }) => self.published(&path).await,
+                    Ok(HubEvent::Recording(ev)) => self.recording_event(&ev),
                     Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "Missed hub events: re-routing every live stream");
@@ -521,6 +582,7 @@ impl Task {
                             spec,
                             origin: Origin::Store,
                             pushes: BTreeMap::new(),
+                            recordings: BTreeMap::new(),
                         },
                     );
                     self.publish_rules();
@@ -570,8 +632,19 @@ impl Task {
                 };
                 let _ = reply.send(r);
             }
+            Command::AddRecording { path, spec, reply } => {
+                let r = self.add_recording(&path, spec);
+                let _ = reply.send(r);
+            }
+            Command::RemoveRecording { path, id, reply } => {
+                let r = self.remove_recording(&path, &id);
+                let _ = reply.send(r);
+            }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
+            }
+            Command::Stream { path, reply } => {
+                let _ = reply.send(self.stream_view(&path));
             }
             Command::Shutdown { reply } => return Some(reply),
         }
@@ -588,8 +661,10 @@ impl Task {
                 }
             }
         }
-        // Runtime destinations of file streams, kept if their stream stays.
+        // Runtime destinations and recordings of file streams, kept if their stream
+        // stays.
         let mut runtime: HashMap<StreamPath, Vec<(String, DesiredPush)>> = HashMap::new();
+        let mut runtime_recs: HashMap<StreamPath, Vec<DesiredRecording>> = HashMap::new();
         self.streams.retain(|path, s| {
             if s.origin == Origin::File {
                 let kept: Vec<(String, DesiredPush)> = s
@@ -599,6 +674,13 @@ impl Task {
                     .map(|(n, p)| (n.clone(), p.clone()))
                     .collect();
                 runtime.insert(path.clone(), kept);
+                let recs = s
+                    .recordings
+                    .values()
+                    .filter(|r| r.origin != Origin::File)
+                    .cloned()
+                    .collect();
+                runtime_recs.insert(path.clone(), recs);
                 false
             } else {
                 true
@@ -632,6 +714,20 @@ impl Task {
                 }
                 pushes.insert(name, p);
             }
+            let mut recordings = BTreeMap::new();
+            for (i, def) in sc.record.iter().enumerate() {
+                let spec = RecordSpec::from_def(i, def);
+                recordings.insert(
+                    spec.id.clone(),
+                    DesiredRecording {
+                        spec,
+                        origin: Origin::File,
+                    },
+                );
+            }
+            for r in runtime_recs.remove(&sc.path).unwrap_or_default() {
+                recordings.entry(r.spec.id.clone()).or_insert(r);
+            }
             self.streams.insert(
                 sc.path.clone(),
                 DesiredStream {
@@ -643,6 +739,7 @@ impl Task {
                     },
                     origin: Origin::File,
                     pushes,
+                    recordings,
                 },
             );
         }
@@ -762,13 +859,18 @@ impl Task {
             return;
         };
         let plan = chain.route_plan(&info).await;
-        self.plans.insert(path.clone(), plan.routes);
-        if let Some(tx) = &self.plan_recordings
-            && !plan.recordings.is_empty()
-            && tx.try_send((path.clone(), plan.recordings)).is_err()
-        {
-            warn!(stream = %path, "Recordings asked for by the route plugin dropped: the recorder is busy");
-        }
+        let recordings = plan
+            .recordings
+            .iter()
+            .filter_map(|r| plugin_recording(path, r))
+            .collect();
+        self.plans.insert(
+            path.clone(),
+            Plan {
+                routes: plan.routes,
+                recordings,
+            },
+        );
     }
 
     /// Swaps the listeners' rules for the current desired streams.
@@ -804,8 +906,8 @@ impl Task {
     /// the enabled desired pushes.
     fn wanted(&self, path: &StreamPath) -> BTreeMap<String, PushSpec> {
         let mut out = BTreeMap::new();
-        if let Some(routes) = self.plans.get(path) {
-            for route in routes {
+        if let Some(plan) = self.plans.get(path) {
+            for route in &plan.routes {
                 let Route::Push {
                     name,
                     url,
@@ -845,11 +947,16 @@ impl Task {
 
     async fn reconcile_all(&mut self) -> Applied {
         let mut paths: Vec<StreamPath> = self.streams.keys().cloned().collect();
-        for (path, _) in self.running.keys() {
-            if !paths.contains(path) {
-                paths.push(path.clone());
-            }
-        }
+        let known: std::collections::HashSet<StreamPath> = paths.iter().cloned().collect();
+        let orphans: std::collections::BTreeSet<StreamPath> = self
+            .running
+            .keys()
+            .chain(self.recorders.keys())
+            .map(|(p, _)| p)
+            .filter(|p| !known.contains(*p))
+            .cloned()
+            .collect();
+        paths.extend(orphans);
         let mut total = Applied::default();
         for path in paths {
             let a = self.reconcile(&path);
@@ -902,7 +1009,161 @@ impl Task {
             }
             self.running.insert(key, run);
         }
+        self.reconcile_recordings(path, &mut applied);
         applied
+    }
+
+    /// The recordings that should run for `path`: the enabled desired ones and
+    /// those of a plugin plan.
+    fn wanted_recordings(&self, path: &StreamPath) -> BTreeMap<String, RecordSpec> {
+        let mut out = BTreeMap::new();
+        if let Some(s) = self.streams.get(path) {
+            for (id, r) in &s.recordings {
+                if r.spec.enabled {
+                    out.insert(id.clone(), r.spec.clone());
+                }
+            }
+        }
+        if let Some(plan) = self.plans.get(path) {
+            for r in &plan.recordings {
+                out.entry(r.id.clone()).or_insert_with(|| r.clone());
+            }
+        }
+        out
+    }
+
+    /// Diffs `path`'s wanted recordings against the running recorders.
+    fn reconcile_recordings(&mut self, path: &StreamPath, applied: &mut Applied) {
+        let wanted = self.wanted_recordings(path);
+        let label = |id: &str| format!("{path}:recording:{id}");
+        let running: Vec<String> = self
+            .recorders
+            .keys()
+            .filter(|(p, _)| p == path)
+            .map(|(_, id)| id.clone())
+            .collect();
+        for id in running {
+            let key = (path.clone(), id.clone());
+            let keep = wanted
+                .get(&id)
+                .is_some_and(|w| self.recorders.get(&key).is_some_and(|r| r.matches(w)));
+            if keep {
+                applied.kept += 1;
+                continue;
+            }
+            if let Some(rec) = self.recorders.remove(&key) {
+                self.stopping.spawn(rec.handle.stop());
+                if wanted.contains_key(&id) {
+                    applied.restarted.push(label(&id));
+                } else {
+                    applied.stopped.push(label(&id));
+                }
+            }
+        }
+        self.record_errors
+            .retain(|(p, id), _| p != path || wanted.contains_key(id));
+        for (id, spec) in wanted {
+            let key = (path.clone(), id.clone());
+            if self.recorders.contains_key(&key) {
+                continue;
+            }
+            match RunningRecording::start(&mut self.storages, &self.hub, path, &spec) {
+                Ok(rec) => {
+                    self.record_errors.remove(&key);
+                    self.recorders.insert(key, rec);
+                    if !applied.restarted.contains(&label(&id)) {
+                        applied.started.push(label(&id));
+                    }
+                }
+                Err(e) => {
+                    warn!(stream = %path, recording = %id, error = %e, "Recording not started");
+                    self.record_errors.insert(key, e);
+                }
+            }
+        }
+    }
+
+    fn add_recording(
+        &mut self,
+        path: &StreamPath,
+        spec: RecordSpec,
+    ) -> Result<Applied, ControlError> {
+        if !self.storages.contains(&spec.storage) {
+            return Err(ControlError::Invalid {
+                field: "storage".into(),
+                message: format!(
+                    "no storage named {:?} (known: {})",
+                    spec.storage,
+                    self.storages.names().join(", ")
+                ),
+            });
+        }
+        let Some(stream) = self.streams.get_mut(path) else {
+            return Err(ControlError::NotFound(format!("stream {path}")));
+        };
+        if stream.recordings.contains_key(&spec.id) {
+            return Err(ControlError::Conflict(format!(
+                "stream {path} has a recording {:?} already",
+                spec.id
+            )));
+        }
+        info!(stream = %path, recording = %spec.id, storage = %spec.storage, "Recording added");
+        stream.recordings.insert(
+            spec.id.clone(),
+            DesiredRecording {
+                spec,
+                origin: Origin::Store,
+            },
+        );
+        let mut applied = Applied::default();
+        self.reconcile_recordings(path, &mut applied);
+        Ok(applied)
+    }
+
+    fn remove_recording(&mut self, path: &StreamPath, id: &str) -> Result<Applied, ControlError> {
+        let stream = self
+            .streams
+            .get_mut(path)
+            .ok_or_else(|| ControlError::NotFound(format!("stream {path}")))?;
+        match stream.recordings.get(id) {
+            None => {
+                return Err(ControlError::NotFound(format!("recording {id} of {path}")));
+            }
+            Some(r) if r.origin == Origin::File => {
+                return Err(declared_in_file(&format!("recording {id} of {path}")));
+            }
+            Some(_) => {
+                stream.recordings.remove(id);
+            }
+        }
+        info!(stream = %path, recording = %id, "Recording deleted");
+        let mut applied = Applied::default();
+        self.reconcile_recordings(path, &mut applied);
+        Ok(applied)
+    }
+
+    /// Keeps each recorder's open segment from its events.
+    fn recording_event(&mut self, ev: &RecordingEvent) {
+        let (path, recorder, object) = match ev {
+            RecordingEvent::Started {
+                path,
+                recorder,
+                object,
+                ..
+            } => (path, recorder, Some(object)),
+            RecordingEvent::SegmentFinished { path, recorder, .. }
+            | RecordingEvent::Failed { path, recorder, .. } => (path, recorder, None),
+            _ => return,
+        };
+        let Some(id) = recorder
+            .strip_prefix(path.as_str())
+            .and_then(|r| r.strip_prefix(':'))
+        else {
+            return;
+        };
+        if let Some(rec) = self.recorders.get_mut(&(path.clone(), id.to_owned())) {
+            rec.current_object = object.cloned();
+        }
     }
 
     fn start(&self, path: &StreamPath, spec: &PushSpec) -> Running {
@@ -985,6 +1246,9 @@ impl Task {
         for (_, run) in std::mem::take(&mut self.running) {
             self.stop(run);
         }
+        for (_, rec) in std::mem::take(&mut self.recorders) {
+            self.stopping.spawn(rec.handle.stop());
+        }
         while self.stopping.join_next().await.is_some() {}
     }
 
@@ -997,41 +1261,99 @@ impl Task {
         self.streams
             .values()
             .map(|s| {
-                let mut destinations: Vec<DestinationView> = s
-                    .pushes
-                    .values()
-                    .map(|p| DestinationView {
-                        name: p.spec.name.clone(),
-                        url_redacted: p.spec.url.redacted(),
-                        origin: p.origin,
-                        enabled: p.enabled(),
-                        status: self
-                            .running
-                            .get(&(s.spec.path.clone(), p.spec.name.clone()))
-                            .map(|r| r.handle.status()),
-                    })
-                    .collect();
-                // Plugin destinations that are not desired pushes.
-                for (name, run) in by_path.get(&s.spec.path).into_iter().flatten() {
-                    if !s.pushes.contains_key(*name) {
-                        let status = run.handle.status();
-                        destinations.push(DestinationView {
-                            name: (*name).clone(),
-                            url_redacted: status.url_redacted.clone(),
-                            origin: Origin::Plugin,
-                            enabled: true,
-                            status: Some(status),
-                        });
-                    }
-                }
-                destinations.sort_by(|a, b| a.name.cmp(&b.name));
-                StreamView {
-                    path: s.spec.path.clone(),
-                    origin: s.origin,
-                    destinations,
-                }
+                let running = by_path.get(&s.spec.path).map_or(&[][..], Vec::as_slice);
+                self.view(s, running)
             })
             .collect()
+    }
+
+    /// The view of the stream at `path`.
+    fn stream_view(&self, path: &StreamPath) -> Option<StreamView> {
+        let s = self.streams.get(path)?;
+        let running: Vec<(&String, &Running)> = self
+            .running
+            .iter()
+            .filter(|((p, _), _)| p == path)
+            .map(|((_, name), run)| (name, run))
+            .collect();
+        Some(self.view(s, &running))
+    }
+
+    /// The view of `s`, whose running pushes are `running`.
+    fn view(&self, s: &DesiredStream, running: &[(&String, &Running)]) -> StreamView {
+        let path = &s.spec.path;
+        let run_of = |name: &str| running.iter().find(|(n, _)| n.as_str() == name);
+        let mut destinations: Vec<DestinationView> = s
+            .pushes
+            .values()
+            .map(|p| DestinationView {
+                name: p.spec.name.clone(),
+                url_redacted: p.spec.url.redacted(),
+                origin: p.origin,
+                enabled: p.enabled(),
+                status: run_of(&p.spec.name).map(|(_, r)| r.handle.status()),
+            })
+            .collect();
+        // Plugin destinations that are not desired pushes.
+        for (name, run) in running {
+            if !s.pushes.contains_key(*name) {
+                let status = run.handle.status();
+                destinations.push(DestinationView {
+                    name: (*name).clone(),
+                    url_redacted: status.url_redacted.clone(),
+                    origin: Origin::Plugin,
+                    enabled: true,
+                    status: Some(status),
+                });
+            }
+        }
+        destinations.sort_by(|a, b| a.name.cmp(&b.name));
+        let recording_view = |spec: &RecordSpec, origin: Origin| {
+            let key = (path.clone(), spec.id.clone());
+            RecordingView::new(
+                spec,
+                origin,
+                self.recorders.get(&key),
+                self.record_errors.get(&key),
+            )
+        };
+        let mut recordings: Vec<RecordingView> = s
+            .recordings
+            .values()
+            .map(|r| recording_view(&r.spec, r.origin))
+            .collect();
+        let planned = self.plans.get(path).map_or(&[][..], |p| &p.recordings[..]);
+        for r in planned {
+            if !s.recordings.contains_key(&r.id) {
+                recordings.push(recording_view(r, Origin::Plugin));
+            }
+        }
+        StreamView {
+            path: path.clone(),
+            origin: s.origin,
+            destinations,
+            recordings,
+        }
+    }
+}
+
+/// The recording a route plugin asks for, to the local storage; None (logged) if
+/// its format is unknown.
+fn plugin_recording(path: &StreamPath, r: &PluginRecording) -> Option<RecordSpec> {
+    match r.format.parse() {
+        Ok(container) => Some(RecordSpec {
+            id: format!("plugin:{}", r.name),
+            storage: LOCAL_STORAGE.to_owned(),
+            container,
+            name_template: r.path_template.clone(),
+            segment_duration: None,
+            segment_bytes: None,
+            enabled: true,
+        }),
+        Err(e) => {
+            warn!(stream = %path, recording = %r.name, error = %e, "Plugin recording skipped");
+            None
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// Version 1: the initial schema.
 const V1: &str = "
@@ -104,6 +104,20 @@ CREATE TABLE audit (
     detail TEXT CHECK (detail IS NULL OR json_valid(detail)),
     remote TEXT
 ) STRICT;
+";
+
+/// Version 2: the finished segments of every recording, for `GET /api/v1/recordings`.
+const V2: &str = "
+CREATE TABLE recording_segments (
+    id INTEGER PRIMARY KEY,
+    stream_path TEXT NOT NULL,
+    recording TEXT NOT NULL,
+    object TEXT NOT NULL,
+    bytes INTEGER NOT NULL CHECK (bytes >= 0),
+    duration_ms INTEGER NOT NULL CHECK (duration_ms >= 0),
+    finished_at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX recording_segments_stream ON recording_segments (stream_path, id);
 ";
 
 /// Applies the migrations `conn` lacks. `path` names the database in errors.

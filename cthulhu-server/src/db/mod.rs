@@ -39,7 +39,7 @@ use rusqlite::{Connection, ToSql, ffi};
 #[allow(unused_imports, reason = "the callers of the store land separately")]
 pub(crate) use self::{
     audit::{AuditEntry, NewAudit},
-    runtime::{Override, StoredDestination, StoredRecording},
+    runtime::{Override, Segment, StoredDestination, StoredRecording},
     sessions::{Session, Token},
     streams::DbStream,
     users::{Role, User},

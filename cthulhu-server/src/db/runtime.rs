@@ -45,6 +45,25 @@ pub(crate) struct StoredRecording {
     pub(crate) created_at: i64,
 }
 
+/// A finished segment of a recording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Segment {
+    /// Row id, increasing: a page of older segments starts below the last one seen.
+    pub(crate) id: i64,
+    /// The recorded stream, `app/name`.
+    pub(crate) stream_path: String,
+    /// The recording's id within the stream.
+    pub(crate) recording: String,
+    /// The object (file or key) name in its storage.
+    pub(crate) object: String,
+    /// Size in bytes.
+    pub(crate) bytes: i64,
+    /// Media time covered, in milliseconds.
+    pub(crate) duration_ms: i64,
+    /// When it was finished (Unix seconds).
+    pub(crate) finished_at: i64,
+}
+
 /// An override of an entry the config file declares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Override {
@@ -222,6 +241,54 @@ impl Db {
             .lock()
             .execute("DELETE FROM recordings WHERE id = ?1", [id])?
             > 0)
+    }
+
+    /// Records a finished segment (`segment.id` is ignored); returns its id.
+    pub(crate) fn add_segment(&self, segment: &Segment) -> Result<i64, DbError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO recording_segments (stream_path, recording, object, bytes, \
+             duration_ms, finished_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            (
+                &segment.stream_path,
+                &segment.recording,
+                &segment.object,
+                segment.bytes,
+                segment.duration_ms,
+                segment.finished_at,
+            ),
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Finished segments, newest first: of one stream if `stream_path` is given,
+    /// with ids below `before` if given, at most `limit`.
+    pub(crate) fn segments(
+        &self,
+        stream_path: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Segment>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, stream_path, recording, object, bytes, duration_ms, finished_at \
+             FROM recording_segments WHERE (?1 IS NULL OR stream_path = ?1) \
+             AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map((stream_path, before, limit), |row| {
+                Ok(Segment {
+                    id: row.get(0)?,
+                    stream_path: row.get(1)?,
+                    recording: row.get(2)?,
+                    object: row.get(3)?,
+                    bytes: row.get(4)?,
+                    duration_ms: row.get(5)?,
+                    finished_at: row.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
     }
 
     /// Enables or disables an entry of the config file, replacing an earlier override.

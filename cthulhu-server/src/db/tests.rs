@@ -100,13 +100,17 @@ fn newer_database_is_refused() {
     drop(conn);
     let err = Db::open(tmp.path()).unwrap_err();
     assert!(
-        matches!(err, DbError::TooNew { found: 999, supported, .. } if supported == 1),
+        matches!(err, DbError::TooNew { found: 999, supported, .. }
+            if supported == migrations::MIGRATIONS.len() as i64),
         "{err:?}"
     );
     let shown = err.to_string();
     assert!(shown.contains("schema version 999"), "{shown}");
     assert!(
-        shown.contains("newer than this server supports (1)"),
+        shown.contains(&format!(
+            "newer than this server supports ({})",
+            migrations::MIGRATIONS.len()
+        )),
         "{shown}"
     );
 
@@ -554,6 +558,39 @@ fn recordings_and_overrides() {
     assert!(db.clear_override("destination", "live/main", "yt").unwrap());
     assert!(!db.clear_override("destination", "live/main", "yt").unwrap());
     assert_eq!(db.overrides().unwrap().len(), 1);
+}
+
+#[test]
+fn segments_newest_first_by_stream_in_pages() {
+    let db = Db::open_in_memory().unwrap();
+    let seg = |path: &str, n: i64| Segment {
+        id: 0,
+        stream_path: path.to_owned(),
+        recording: "r1".to_owned(),
+        object: format!("{path}/{n}.mp4"),
+        bytes: 1000 + n,
+        duration_ms: 2000,
+        finished_at: T0 + n,
+    };
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(db.add_segment(&seg("live/a", n)).unwrap());
+        db.add_segment(&seg("live/b", n)).unwrap();
+    }
+    let all = db.segments(None, None, 100).unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    let a = db.segments(Some("live/a"), None, 2).unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].object, "live/a/4.mp4");
+    assert_eq!(a[0].id, ids[4]);
+    assert_eq!(a[0].bytes, 1004);
+    let older = db.segments(Some("live/a"), Some(a[1].id), 100).unwrap();
+    assert_eq!(
+        older.iter().map(|s| s.object.as_str()).collect::<Vec<_>>(),
+        ["live/a/2.mp4", "live/a/1.mp4", "live/a/0.mp4"]
+    );
+    assert!(db.segments(Some("live/x"), None, 10).unwrap().is_empty());
 }
 
 #[test]
