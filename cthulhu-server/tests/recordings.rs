@@ -3,7 +3,8 @@
 //! recording keeps its segments uncut, its status shows in the stream's view, its
 //! segments are listed by `GET /api/v1/recordings` and decode with ffmpeg, `DELETE`
 //! stops it (the open segment is finished and listed), and one made through the API
-//! comes back after a restart.
+//! comes back after a restart. The stream's view names the publisher (protocol,
+//! remote address) and its bitrate.
 
 mod common;
 
@@ -98,6 +99,40 @@ async fn recordings_start_list_and_stop_through_the_api() -> Result<()> {
         r["state"] == "live" && r["origin"] == "file"
     })
     .await?;
+
+    // The stream's view names the publisher and its bitrate.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, stream) = call(
+            &http,
+            &srv,
+            Some(&token),
+            Method::GET,
+            "streams/live/studio",
+            None,
+        )
+        .await?;
+        let p = &stream["publisher"];
+        let remote_ok = p["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:"));
+        if p["protocol"] == "rtmp"
+            && remote_ok
+            && stream["bitrate_in"]["last_1s"].as_u64() > Some(0)
+        {
+            ensure!(
+                stream["bitrate_in"]["last_10s"].as_u64() > Some(0)
+                    && p["since"].as_u64() == stream["live_since"].as_u64(),
+                "{stream}"
+            );
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no publisher or bitrate: {stream}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Bad input: 422 naming the field, 404 for an unknown stream.
     for (body, field) in [
