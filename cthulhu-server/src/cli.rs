@@ -127,18 +127,26 @@ fn data_dir_of(path: Option<&PathBuf>) -> Result<PathBuf, ExitCode> {
     }
 }
 
-fn admin(path: Option<PathBuf>, action: AdminCommand) -> ExitCode {
-    let data_dir = match data_dir_of(path.as_ref()) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    // What goes to stdout (the password, once), and the note for stderr.
-    let done = rt.block_on(async {
+/// Runs `f` on the store of the config at `path` (or of the default data directory)
+/// on a runtime of its own; Err is the exit code after saying why there is none.
+fn with_store<T, F>(
+    path: Option<&PathBuf>,
+    f: impl FnOnce(db::Db) -> F,
+) -> Result<anyhow::Result<T>, ExitCode>
+where
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let data_dir = data_dir_of(path)?;
+    let rt = runtime()?;
+    Ok(rt.block_on(async {
         let db = run::open_db(&data_dir)?;
+        f(db).await
+    }))
+}
+
+fn admin(path: Option<PathBuf>, action: AdminCommand) -> ExitCode {
+    // What goes to stdout (the password, once), and the note for stderr.
+    let done = with_store(path.as_ref(), |db| async move {
         anyhow::Ok(match action {
             AdminCommand::ResetPassword { username } => {
                 let password = admin_reset_password(&db, &username).await?;
@@ -159,6 +167,10 @@ fn admin(path: Option<PathBuf>, action: AdminCommand) -> ExitCode {
             }
         })
     });
+    let done = match done {
+        Ok(done) => done,
+        Err(code) => return code,
+    };
     match done {
         Ok((out, note)) => {
             if let Some(out) = out {
@@ -247,18 +259,14 @@ fn audit_cli(db: &db::Db, action: &'static str, target: &str, now: i64) {
 }
 
 fn token_create(path: Option<PathBuf>, name: String) -> ExitCode {
-    let data_dir = match data_dir_of(path.as_ref()) {
-        Ok(d) => d,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let made = rt.block_on(async {
-        let db = run::open_db(&data_dir)?;
-        anyhow::Ok(api::issue_token(&db, name.clone()).await?)
+    let made = with_store(path.as_ref(), |db| {
+        let name = name.clone();
+        async move { anyhow::Ok(api::issue_token(&db, name).await?) }
     });
+    let made = match made {
+        Ok(made) => made,
+        Err(code) => return code,
+    };
     match made {
         Ok((_, token)) => {
             println!("{token}");

@@ -204,6 +204,12 @@ pub(crate) struct RecordDef {
     pub(crate) enabled: bool,
 }
 
+/// The object name template of a recording that names none, for files with the
+/// extension `ext`: `{path}/{date}/{time}-{seq}.<ext>`.
+pub(crate) fn default_record_name(ext: &str) -> String {
+    format!("{{path}}/{{date}}/{{time}}-{{seq}}.{ext}")
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ServerConfig {
@@ -1097,7 +1103,7 @@ impl Checker<'_> {
                         .map_err(|e| self.error(&n.span(), &format!("{at}.name"), e))?;
                     t
                 }
-                None => format!("{{path}}/{{date}}/{{time}}-{{seq}}.{}", format.extension()),
+                None => default_record_name(format.extension()),
             };
             out.push(RecordDef {
                 storage: storage_name,

@@ -22,7 +22,7 @@ use crate::config::PushUrl;
 use crate::config::{Config, OnOverflow, OnSecondPublisher, PluginHook};
 use crate::control::{
     Control, DestinationPatch, PushSettings, PushSpec, RecordSpec, SharedRules, Storages,
-    StreamSpec,
+    StreamSpec, recording_id,
 };
 use crate::db::{Db, Role, Segment};
 use crate::store::{DEFAULT_STREAM_PATH, Store};
@@ -413,10 +413,7 @@ impl Server {
                         );
                     }
                     ev = events.recv() => match ev {
-                        Ok(HubEvent::Recording(ev)) => {
-                            log_recording(&ev);
-                            keep_segment(&db, &ev).await;
-                        }
+                        Ok(HubEvent::Recording(ev)) => on_recording(&db, &ev).await,
                         Ok(_) => {}
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             warn!(missed, "Missed hub events (recording events are logged from the bus)");
@@ -433,8 +430,7 @@ impl Server {
             // The segments finished while stopping.
             while let Ok(ev) = events.try_recv() {
                 if let HubEvent::Recording(ev) = ev {
-                    log_recording(&ev);
-                    keep_segment(&db, &ev).await;
+                    on_recording(&db, &ev).await;
                 }
             }
             let _ = stop_tx.send(true);
@@ -765,6 +761,12 @@ fn log_recording(ev: &RecordingEvent) {
     }
 }
 
+/// A recorder's event: logged, and a finished segment kept in the store.
+async fn on_recording(db: &Db, ev: &RecordingEvent) {
+    log_recording(ev);
+    keep_segment(db, ev).await;
+}
+
 /// Keeps a finished segment in the store, for `GET /api/v1/recordings`; a failure
 /// is logged.
 async fn keep_segment(db: &Db, ev: &RecordingEvent) {
@@ -778,11 +780,7 @@ async fn keep_segment(db: &Db, ev: &RecordingEvent) {
     else {
         return;
     };
-    let recording = recorder
-        .strip_prefix(path.as_str())
-        .and_then(|r| r.strip_prefix(':'))
-        .unwrap_or(recorder)
-        .to_owned();
+    let recording = recording_id(path, recorder).unwrap_or(recorder).to_owned();
     let segment = Segment {
         id: 0,
         stream_path: path.to_string(),

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use common::{Cthulhu, call, video_gaps};
+use common::{Cthulhu, call, studio_entry, video_gaps};
 use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -27,20 +27,7 @@ fn config(steady: &Nginx) -> String {
 
 /// The destination `name` of `live/studio` as the API shows it.
 async fn dest(http: &Client, srv: &Cthulhu, token: &str, name: &str) -> Result<Value> {
-    let (status, stream) = call(
-        http,
-        srv,
-        Some(token),
-        Method::GET,
-        "streams/live/studio",
-        None,
-    )
-    .await?;
-    ensure!(status == StatusCode::OK, "{status} {stream}");
-    Ok(stream["destinations"]
-        .as_array()
-        .and_then(|a| a.iter().find(|d| d["name"] == name).cloned())
-        .unwrap_or(Value::Null))
+    studio_entry(http, srv, token, "destinations", "name", name).await
 }
 
 /// Polls until the destination's state is `state`.

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{Cthulhu, call};
+use common::{Cthulhu, call, studio_entry};
 use cthulhu_testkit::{Ffmpeg, PublishOptions, decode_check};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
@@ -28,20 +28,7 @@ fn config() -> &'static str {
 
 /// The recording `id` of `live/studio` as the stream's view shows it (Null if none).
 async fn recording(http: &Client, srv: &Cthulhu, token: &str, id: &str) -> Result<Value> {
-    let (status, stream) = call(
-        http,
-        srv,
-        Some(token),
-        Method::GET,
-        "streams/live/studio",
-        None,
-    )
-    .await?;
-    ensure!(status == StatusCode::OK, "{status} {stream}");
-    Ok(stream["recordings"]
-        .as_array()
-        .and_then(|a| a.iter().find(|r| r["id"] == id).cloned())
-        .unwrap_or(Value::Null))
+    studio_entry(http, srv, token, "recordings", "id", id).await
 }
 
 /// Polls the recording `id` until `done` holds for it.

@@ -41,7 +41,7 @@ use tracing::{info, warn};
 use crate::config::{LOCAL_STORAGE, PushTarget, PushUrl, StreamConfig};
 
 use recordings::{DesiredRecording, RunningRecording};
-pub(crate) use recordings::{RecordSpec, RecordingView, Storages};
+pub(crate) use recordings::{RecordSpec, RecordingView, Storages, recording_id};
 pub(crate) use rules::SharedRules;
 
 /// Where a desired stream or destination comes from.
@@ -1155,10 +1155,7 @@ impl Task {
             | RecordingEvent::Failed { path, recorder, .. } => (path, recorder, None),
             _ => return,
         };
-        let Some(id) = recorder
-            .strip_prefix(path.as_str())
-            .and_then(|r| r.strip_prefix(':'))
-        else {
+        let Some(id) = recording_id(path, recorder) else {
             return;
         };
         if let Some(rec) = self.recorders.get_mut(&(path.clone(), id.to_owned())) {

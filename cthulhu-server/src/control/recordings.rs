@@ -19,7 +19,7 @@ use cthulhu_sinks::{
 };
 use tracing::info;
 
-use crate::config::{LOCAL_STORAGE, RecordDef, RecordFormat, StorageDef};
+use crate::config::{LOCAL_STORAGE, RecordDef, RecordFormat, StorageDef, default_record_name};
 use crate::db::StoredRecording;
 
 use super::Origin;
@@ -79,7 +79,7 @@ impl RecordSpec {
                 .clone()
                 .unwrap_or_else(|| LOCAL_STORAGE.to_owned()),
             container,
-            name_template: default_template(container),
+            name_template: default_record_name(container.extension()),
             segment_duration,
             segment_bytes: None,
             enabled: true,
@@ -102,14 +102,6 @@ fn container_of(format: RecordFormat) -> Container {
         RecordFormat::Ts => Container::Ts,
         RecordFormat::Flv => Container::Flv,
     }
-}
-
-/// The object name template a recording gets when none is given.
-fn default_template(container: Container) -> String {
-    format!(
-        "{{path}}/{{date}}/{{time}}-{{seq}}.{}",
-        container.extension()
-    )
 }
 
 /// The storages recordings write to: the config's `[storage.NAME]` and the
@@ -218,6 +210,13 @@ impl Storages {
 /// The recorder name events and logs carry: `app/name:ID`.
 fn recorder_name(path: &StreamPath, id: &str) -> String {
     format!("{path}:{id}")
+}
+
+/// The recording id of a recorder named by [`recorder_name`] for `path`.
+pub(crate) fn recording_id<'a>(path: &StreamPath, recorder: &'a str) -> Option<&'a str> {
+    recorder
+        .strip_prefix(path.as_str())
+        .and_then(|r| r.strip_prefix(':'))
 }
 
 /// A desired recording with its origin.

@@ -206,6 +206,32 @@ pub async fn call(
     Ok((status, value))
 }
 
+/// The entry of `live/studio`'s `list` (`destinations`, `recordings`) whose `field`
+/// is `value`, as `GET /api/v1/streams/live/studio` shows it (Null if none).
+pub async fn studio_entry(
+    http: &reqwest::Client,
+    srv: &Cthulhu,
+    token: &str,
+    list: &str,
+    field: &str,
+    value: &str,
+) -> Result<serde_json::Value> {
+    let (status, stream) = call(
+        http,
+        srv,
+        Some(token),
+        reqwest::Method::GET,
+        "streams/live/studio",
+        None,
+    )
+    .await?;
+    anyhow::ensure!(status == reqwest::StatusCode::OK, "{status} {stream}");
+    Ok(stream[list]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e[field] == value).cloned())
+        .unwrap_or(serde_json::Value::Null))
+}
+
 /// Starts the server binary on `config` (logging to `log`) and waits until it
 /// listens for RTMP on `port`.
 async fn spawn(config: &Path, port: u16, extra_args: &[&str], log: &Path) -> Result<ChildGuard> {
