@@ -1,9 +1,11 @@
 //! `GET /metrics`: Prometheus (OpenMetrics text) exposition, with names prefixed
-//! `cthulhu_` and the labels `stream` and `destination`.
+//! `cthulhu_` and the labels `stream` and `destination` (`plugin` and `function`
+//! for the WASM plugins' calls).
 //!
-//! Every scrape builds a fresh registry from the hub's and the control plane's
-//! snapshots (prometheus-client encodes it): nothing on the frame path counts for
-//! the metrics, and a stream or destination that is gone leaves no stale series.
+//! Every scrape builds a fresh registry from the hub's, the control plane's and the
+//! plugin host's snapshots (prometheus-client encodes it): nothing on the frame path
+//! counts for the metrics, and a stream or destination that is gone leaves no stale
+//! series. (The plugin host counts its calls with atomics; a scrape reads them.)
 //! Open by default on the API's listener (the loopback); `[http] metrics_token`
 //! makes it ask for `Authorization: Bearer TOKEN`.
 
@@ -15,12 +17,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cthulhu_core::hub::StreamSnapshot;
 use cthulhu_core::{Hub, RefusalLog, Secret};
+use cthulhu_plugins::{FunctionStats, PluginHost, PluginStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::auth::token::ct_eq;
 use crate::control::{Control, RecordingView, StreamView, state_name};
@@ -35,6 +38,8 @@ pub(crate) struct MetricsState {
     pub(crate) token: Option<Secret>,
     /// Each listener's refusals, by protocol (`rtmp`, `srt`).
     pub(crate) refusals: Vec<(&'static str, RefusalLog)>,
+    /// The plugin host, when `[[plugins]]` loaded any: their calls.
+    pub(crate) plugins: Option<PluginHost>,
 }
 
 /// The `/metrics` route.
@@ -70,10 +75,18 @@ async fn scrape(State(state): State<Arc<MetricsState>>, headers: HeaderMap) -> R
                 .map(move |(reason, n)| (*protocol, reason, n))
         })
         .collect();
+    let plugins = plugin_rows(
+        state
+            .plugins
+            .as_ref()
+            .map(PluginHost::stats)
+            .unwrap_or_default(),
+    );
     match render(Figures {
         streams,
         views,
         refusals,
+        plugins,
     }) {
         Ok(body) => (
             [(
@@ -109,6 +122,40 @@ struct Figures {
     views: Vec<StreamView>,
     /// (protocol, reason, connections refused since the start).
     refusals: Vec<(&'static str, &'static str, u64)>,
+    /// (plugin name, the calls of one of its functions), one per name and function.
+    plugins: Vec<(String, FunctionStats)>,
+}
+
+/// Every plugin's functions, labelled by plugin name. Plugins sharing a name (the
+/// default name is the file's stem) are added up: a series must be unique.
+fn plugin_rows(stats: Vec<PluginStats>) -> Vec<(String, FunctionStats)> {
+    let mut rows: Vec<(String, FunctionStats)> = Vec::new();
+    for p in stats {
+        for f in p.functions {
+            match rows
+                .iter_mut()
+                .find(|(name, g)| *name == p.name && g.function == f.function)
+            {
+                Some((_, g)) => add_calls(g, &f),
+                None => rows.push((p.name.clone(), f)),
+            }
+        }
+    }
+    rows
+}
+
+/// Adds the calls of `f` to `into` (same function, same buckets and reasons).
+fn add_calls(into: &mut FunctionStats, f: &FunctionStats) {
+    into.calls += f.calls;
+    for ((_, n), (_, m)) in into.failures.iter_mut().zip(&f.failures) {
+        *n += m;
+    }
+    let h = &mut into.latency;
+    for ((_, n), (_, m)) in h.buckets.iter_mut().zip(&f.latency.buckets) {
+        *n += m;
+    }
+    h.sum_seconds += f.latency.sum_seconds;
+    h.count += f.latency.count;
 }
 
 /// Labels of a stream's series.
@@ -157,6 +204,17 @@ impl Figures {
     }
 }
 
+impl Figures {
+    /// Every plugin function with its plugin.
+    fn plugin_functions(
+        &self,
+    ) -> impl Iterator<Item = ([(&'static str, &str); 2], &FunctionStats)> {
+        self.plugins
+            .iter()
+            .map(|(name, f)| ([("plugin", name.as_str()), ("function", f.function)], f))
+    }
+}
+
 /// What `/metrics` shows of a destination.
 struct DestFigures {
     state: &'static str,
@@ -189,6 +247,25 @@ fn counters<L: EncodeLabelSet>(
     for (labels, v) in rows {
         m.encode_family(&labels)?
             .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+    }
+    Ok(())
+}
+
+/// Writes one histogram family of seconds (`NAME_seconds`).
+fn histograms<'a, L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (L, &'a cthulhu_plugins::LatencyHistogram)>,
+) -> std::fmt::Result {
+    let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    for (labels, h) in rows {
+        m.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_seconds,
+            h.count,
+            &h.buckets,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -324,6 +401,32 @@ impl Collector for Figures {
                 .iter()
                 .map(|&(protocol, reason, n)| ([("protocol", protocol), ("reason", reason)], n)),
         )?;
+        counters(
+            &mut enc,
+            "plugin_calls",
+            "Calls of a WASM plugin's function, failed ones included",
+            self.plugin_functions().map(|(l, f)| (l, f.calls)),
+        )?;
+        // Every reason of every function, zeros included: a failure's first
+        // occurrence is then a rise, not a new series.
+        counters(
+            &mut enc,
+            "plugin_failures",
+            "Failed calls of a WASM plugin's function, by reason (trap, timeout, fuel, \
+             memory, invalid_output, disabled, instantiate, host)",
+            self.plugin_functions().flat_map(|([p, f], s)| {
+                s.failures
+                    .iter()
+                    .map(move |(r, n)| ([p, f, ("reason", r.as_str())], *n))
+            }),
+        )?;
+        histograms(
+            &mut enc,
+            "plugin_call",
+            "Time a WASM plugin's function call took, as its caller saw it (waiting for \
+             an instance included)",
+            self.plugin_functions().map(|(l, f)| (l, &f.latency)),
+        )?;
         Ok(())
     }
 }
@@ -378,6 +481,7 @@ mod tests {
             streams: Vec::new(),
             views: Vec::new(),
             refusals: vec![("rtmp", "too many connections", 3)],
+            plugins: Vec::new(),
         })
         .unwrap();
         assert!(
@@ -394,5 +498,100 @@ mod tests {
         );
         assert!(text.contains("cthulhu_process_open_fds "), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The figures of one function: `ms` per call (all in one bucket), `failed` of
+    /// them trapped.
+    fn function(function: &'static str, ms: u64, calls: u64, failed: u64) -> FunctionStats {
+        use cthulhu_plugins::{FailureReason, LATENCY_BUCKETS, LatencyHistogram};
+        let secs = ms as f64 / 1e3;
+        let bucket = LATENCY_BUCKETS.partition_point(|b| *b < secs);
+        FunctionStats {
+            function,
+            calls,
+            failures: FailureReason::ALL
+                .iter()
+                .map(|r| (*r, if *r == FailureReason::Trap { failed } else { 0 }))
+                .collect(),
+            latency: LatencyHistogram {
+                buckets: LATENCY_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([f64::INFINITY])
+                    .enumerate()
+                    .map(|(i, le)| (le, if i == bucket { calls } else { 0 }))
+                    .collect(),
+                sum_seconds: secs * calls as f64,
+                count: calls,
+            },
+        }
+    }
+
+    #[test]
+    fn plugin_calls_failures_and_latency_by_plugin_and_function() {
+        let stats = vec![
+            PluginStats {
+                name: "keys".into(),
+                kind: cthulhu_plugins::PluginKind::Auth,
+                functions: vec![function("authorize", 2, 3, 1)],
+            },
+            // Two schedule plugins of one name: added up.
+            PluginStats {
+                name: "window".into(),
+                kind: cthulhu_plugins::PluginKind::Schedule,
+                functions: vec![
+                    function("on-tick", 20, 4, 0),
+                    function("may-start", 1, 0, 0),
+                ],
+            },
+            PluginStats {
+                name: "window".into(),
+                kind: cthulhu_plugins::PluginKind::Schedule,
+                functions: vec![
+                    function("on-tick", 20, 1, 1),
+                    function("may-start", 1, 2, 0),
+                ],
+            },
+        ];
+        let text = render(Figures {
+            streams: Vec::new(),
+            views: Vec::new(),
+            refusals: Vec::new(),
+            plugins: plugin_rows(stats),
+        })
+        .unwrap();
+        for want in [
+            "# TYPE cthulhu_plugin_calls counter",
+            "cthulhu_plugin_calls_total{plugin=\"keys\",function=\"authorize\"} 3",
+            "cthulhu_plugin_calls_total{plugin=\"window\",function=\"on-tick\"} 5",
+            "cthulhu_plugin_calls_total{plugin=\"window\",function=\"may-start\"} 2",
+            "cthulhu_plugin_failures_total{plugin=\"keys\",function=\"authorize\",reason=\"trap\"} 1",
+            "cthulhu_plugin_failures_total{plugin=\"keys\",function=\"authorize\",reason=\"timeout\"} 0",
+            "cthulhu_plugin_failures_total{plugin=\"window\",function=\"on-tick\",reason=\"trap\"} 1",
+            "# TYPE cthulhu_plugin_call_seconds histogram",
+            "# UNIT cthulhu_plugin_call_seconds seconds",
+            "cthulhu_plugin_call_seconds_count{plugin=\"keys\",function=\"authorize\"} 3",
+            "cthulhu_plugin_call_seconds_sum{plugin=\"keys\",function=\"authorize\"} 0.006",
+            // Cumulative: the 2 ms calls are under 2.5 ms, none under 1 ms.
+            "cthulhu_plugin_call_seconds_bucket{le=\"0.0001\",plugin=\"keys\",function=\"authorize\"} 0",
+            "cthulhu_plugin_call_seconds_bucket{le=\"0.001\",plugin=\"keys\",function=\"authorize\"} 0",
+            "cthulhu_plugin_call_seconds_bucket{le=\"0.0025\",plugin=\"keys\",function=\"authorize\"} 3",
+            "cthulhu_plugin_call_seconds_bucket{le=\"+Inf\",plugin=\"keys\",function=\"authorize\"} 3",
+            "cthulhu_plugin_call_seconds_count{plugin=\"window\",function=\"on-tick\"} 5",
+            "cthulhu_plugin_call_seconds_bucket{le=\"0.025\",plugin=\"window\",function=\"on-tick\"} 5",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+        // One series per name and function.
+        assert_eq!(
+            text.matches("cthulhu_plugin_calls_total{plugin=\"window\",function=\"on-tick\"}")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("cthulhu_plugin_failures_total{").count(),
+            3 * 8
+        );
     }
 }

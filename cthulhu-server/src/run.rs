@@ -214,7 +214,7 @@ impl Server {
         // hot-reload watcher: it lives as long as the server. It logs loads, reloads,
         // failed calls and disabling.
         let rules = SharedRules::default();
-        let (router, chain, _plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
+        let (router, chain, plugin_host) = policy(&cfg, Arc::new(rules.clone())).await?;
         // The storages the file's recordings use open now: a storage that cannot be
         // used stops the start, naming it.
         let mut storages = Storages::new(cfg.storage.clone(), cfg.server.data_dir.clone());
@@ -371,6 +371,7 @@ impl Server {
                 control: control.clone(),
                 token: cfg.http.metrics_token.clone(),
                 refusals,
+                plugins: plugin_host.clone(),
             }));
             let mut stop = stop_rx.clone();
             Some(tokio::spawn(crate::api::serve(

@@ -1,14 +1,15 @@
 //! WASM policy plugins in the running server, against real peers: ffmpeg publishes,
 //! nginx-rtmp receives what a route plugin chose, hostile plugins are stopped while
 //! other streams keep flowing, and replacing a plugin file changes the next decision.
+//! `/metrics` counts the plugins' calls, failures by reason and latency.
 
 mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use common::Cthulhu;
+use anyhow::{Result, bail, ensure};
+use common::{Cthulhu, sample};
 use cthulhu_testkit::{Ffmpeg, Nginx, PublishOptions, decode_check, free_port, guest_plugin};
 
 const KEY: &str = "config-key-1";
@@ -20,6 +21,48 @@ fn stream() -> String {
 
 fn toml_path(p: &Path) -> String {
     p.display().to_string().replace('\\', "/")
+}
+
+/// The labels of a plugin function's series.
+fn labels(plugin: &str, function: &str) -> String {
+    format!("plugin=\"{plugin}\",function=\"{function}\"")
+}
+
+/// A plugin function's calls on `/metrics`, checked against its latency histogram
+/// (count and `+Inf` bucket): each call is in it once.
+fn plugin_calls(metrics: &str, plugin: &str, function: &str) -> Result<f64> {
+    let l = labels(plugin, function);
+    let calls = sample(metrics, &format!("cthulhu_plugin_calls_total{{{l}}}"));
+    let count = sample(
+        metrics,
+        &format!("cthulhu_plugin_call_seconds_count{{{l}}}"),
+    );
+    let inf = sample(
+        metrics,
+        &format!("cthulhu_plugin_call_seconds_bucket{{le=\"+Inf\",{l}}}"),
+    );
+    let sum = sample(metrics, &format!("cthulhu_plugin_call_seconds_sum{{{l}}}"));
+    let Some(calls) = calls else {
+        bail!("no calls of {plugin} {function} on /metrics:\n{metrics}");
+    };
+    ensure!(
+        count == Some(calls) && inf == Some(calls),
+        "{plugin} {function}: {calls} calls, histogram count {count:?}, +Inf {inf:?}"
+    );
+    ensure!(
+        sum.is_some_and(|s| s > 0.0) || calls == 0.0,
+        "{plugin} {function}: latency sum {sum:?}"
+    );
+    Ok(calls)
+}
+
+/// A plugin function's failures on `/metrics` for one reason.
+fn plugin_failures(metrics: &str, plugin: &str, function: &str, reason: &str) -> Option<f64> {
+    let l = labels(plugin, function);
+    sample(
+        metrics,
+        &format!("cthulhu_plugin_failures_total{{{l},reason=\"{reason}\"}}"),
+    )
 }
 
 /// Publishes a 3 s test pattern to `url`; true if the server accepted it (ffmpeg
@@ -101,6 +144,25 @@ async fn auth_and_route_plugins_decide() -> Result<()> {
     assert!(publish_accepted(&format!("{}?key={KEY}", srv.url("studio"))).await?);
     let log = srv.log();
     assert!(!log.contains(PLUGIN_KEY) && !log.contains(KEY), "{log}");
+
+    // /metrics: the three publishes asked the auth plugin, the accepted ones the
+    // route plugin; no call failed (a refusal is an answer).
+    let metrics = srv.metrics().await?;
+    let auth_calls = plugin_calls(&metrics, "stream_key_auth", "authorize")?;
+    let route_calls = plugin_calls(&metrics, "route_by_app", "route")?;
+    eprintln!("plugin calls: authorize {auth_calls}, route {route_calls}");
+    ensure!(auth_calls >= 3.0, "authorize called {auth_calls} times");
+    ensure!(route_calls >= 1.0, "route called {route_calls} times");
+    for (plugin, function) in [("stream_key_auth", "authorize"), ("route_by_app", "route")] {
+        for reason in ["trap", "timeout", "memory", "invalid_output", "disabled"] {
+            let n = plugin_failures(&metrics, plugin, function, reason);
+            ensure!(n == Some(0.0), "{plugin} {function} {reason}: {n:?}");
+        }
+    }
+    ensure!(
+        !metrics.contains(PLUGIN_KEY) && !metrics.contains(KEY),
+        "a key in the metrics"
+    );
     Ok(())
 }
 
@@ -110,11 +172,11 @@ async fn auth_and_route_plugins_decide() -> Result<()> {
 #[tokio::test]
 async fn hostile_auth_plugins_fail_closed_and_the_server_keeps_serving() -> Result<()> {
     let hostile = guest_plugin("hostile-auth")?;
-    for (mode, expect) in [
-        ("loop", "timed out"),
-        ("sleep", "timed out"),
-        ("memory", "memory"),
-        ("trap", "trap"),
+    for (mode, expect, reason) in [
+        ("loop", "timed out", "timeout"),
+        ("sleep", "timed out", "timeout"),
+        ("memory", "memory", "memory"),
+        ("trap", "trap", "trap"),
     ] {
         let body = format!(
             "{}\n[[plugins]]\nkind = \"auth\"\npath = \"{}\"\ntimeout_ms = 50\nmemory_mb = 16\n\
@@ -144,6 +206,16 @@ async fn hostile_auth_plugins_fail_closed_and_the_server_keeps_serving() -> Resu
             refusal.to_ascii_lowercase().contains(expect),
             "{mode}: refusal {refusal:?}\n{log}"
         );
+        // /metrics counts the failure under its reason (it is counted before it is
+        // logged), and the good publish's call that succeeded.
+        let metrics = srv.metrics().await?;
+        let failed = plugin_failures(&metrics, "hostile_auth", "authorize", reason);
+        ensure!(
+            failed.is_some_and(|n| n >= 1.0),
+            "{mode}: {reason} failures {failed:?}:\n{metrics}"
+        );
+        let calls = plugin_calls(&metrics, "hostile_auth", "authorize")?;
+        ensure!(calls >= 2.0, "{mode}: {calls} calls");
         // The good stream never noticed.
         let play = decode_check(&srv.url("good"), Duration::from_secs(2)).await?;
         play.ensure_clean()?;

@@ -145,6 +145,13 @@ impl Cthulhu {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
     }
 
+    /// `GET /metrics`: the exposition text.
+    pub async fn metrics(&self) -> Result<String> {
+        let resp = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.http_port)).await?;
+        anyhow::ensure!(resp.status().is_success(), "/metrics: {}", resp.status());
+        Ok(resp.text().await?)
+    }
+
     /// Everything the server logged so far (ANSI colours removed).
     pub fn log(&self) -> String {
         strip_ansi(&self.proc.log())
@@ -230,6 +237,20 @@ pub async fn studio_entry(
         .as_array()
         .and_then(|a| a.iter().find(|e| e[field] == value).cloned())
         .unwrap_or(serde_json::Value::Null))
+}
+
+/// The value of `series` (a name and its labels, exactly as `/metrics` writes them:
+/// `cthulhu_streams_live`, `cthulhu_stream_live{stream="live/studio"}`) in an
+/// exposition text, if it is there.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// Starts the server binary on `config` (logging to `log`) and waits until it

@@ -9,6 +9,7 @@ use crate::bindings::types;
 use crate::error::PluginError;
 use crate::manifest::PluginKind;
 use crate::plugin::{Plugin, World, truncate};
+use crate::stats::Export;
 
 /// Longest refusal reason taken from a plugin, in bytes.
 const MAX_REASON: usize = 256;
@@ -55,7 +56,7 @@ impl AuthPlugin {
         let name = request.name.clone();
         let plugin = self.plugin.name().to_owned();
         self.plugin
-            .call(move |store, world| {
+            .call(Export::Authorize, move |store, world| {
                 let World::Auth(w) = world else {
                     return Ok(Err(wrong_world(&plugin)));
                 };

@@ -17,6 +17,7 @@ use crate::bindings;
 use crate::error::PluginError;
 use crate::manifest::{HostConfig, Manifest, PluginKind};
 use crate::plugin::Plugin;
+use crate::stats::PluginStats;
 use crate::store::StoreState;
 
 /// Loads plugins and runs them: one Wasmtime engine for all plugins, with an epoch
@@ -189,6 +190,13 @@ impl PluginHost {
             .iter()
             .filter_map(Weak::upgrade)
             .collect()
+    }
+
+    /// The call figures of the plugins loaded and still in use (see
+    /// [`Plugin::stats`]), in load order. A plugin that was dropped takes its
+    /// figures with it.
+    pub fn stats(&self) -> Vec<PluginStats> {
+        self.plugins().iter().map(|p| p.stats()).collect()
     }
 
     /// The host's settings.

@@ -11,6 +11,9 @@
 //!   deadline (the manifest's timeout), a memory cap and optionally fuel. An instance
 //!   that traps or runs out of time is dropped; a plugin failing
 //!   [`HostConfig::disable_after`] times in a row is disabled until its file changes.
+//! - Every call is counted per plugin and exported function, with atomics: calls,
+//!   failures by [`FailureReason`] and a latency histogram ([`LATENCY_BUCKETS`]),
+//!   read as [`PluginStats`] ([`Plugin::stats`], [`PluginHost::stats`]) for metrics.
 //! - Typed adapters per hook: [`AuthPlugin`] (fails closed), [`RoutePlugin`] (falls
 //!   back to the config's routes), [`NotifyPlugin`] (fails open: the default
 //!   notifications go out), [`SchedulePlugin`]. [`PolicyChain`] chains the config's
@@ -46,6 +49,7 @@ mod notify;
 mod plugin;
 mod route;
 mod schedule;
+mod stats;
 mod store;
 
 pub use auth::AuthPlugin;
@@ -57,3 +61,4 @@ pub use notify::{EventKind, LifecycleEvent, Notification, NotifyPlugin, NotifyTa
 pub use plugin::{Plugin, PluginState, PluginStatus};
 pub use route::{Recording, RouteMode, RoutePlan, RoutePlugin};
 pub use schedule::{ItemStatus, ScheduleCommand, ScheduleItem, SchedulePlugin, StartDecision};
+pub use stats::{FailureReason, FunctionStats, LATENCY_BUCKETS, LatencyHistogram, PluginStats};

@@ -12,6 +12,7 @@ use crate::bindings::types;
 use crate::error::PluginError;
 use crate::manifest::PluginKind;
 use crate::plugin::{Plugin, World, clip, truncate};
+use crate::stats::Export;
 use crate::store::unix_ms;
 
 /// Most notifications a plugin may return for one event.
@@ -160,7 +161,7 @@ impl NotifyPlugin {
         let wit_defaults: Vec<types::Notification> = defaults.iter().map(to_wit).collect();
         let plugin = self.plugin.name().to_owned();
         self.plugin
-            .call(move |store, world| {
+            .call(Export::OnEvent, move |store, world| {
                 let World::Notify(w) = world else {
                     return Ok(Err(wrong_world(&plugin)));
                 };

@@ -18,6 +18,7 @@ use crate::bindings::{auth, notify, route, schedule};
 use crate::error::PluginError;
 use crate::host::{Compiled, Shared, lock, sha256_hex};
 use crate::manifest::{Manifest, PluginKind};
+use crate::stats::{Counters, Export, FailureReason, PluginStats};
 use crate::store::StoreState;
 
 /// Extra wall-clock time on top of the manifest's timeout before the async side gives
@@ -37,6 +38,8 @@ pub struct Plugin {
     health: Mutex<Health>,
     /// Serializes reloads; holds what the file looked like when last read.
     stamp: Mutex<Option<FileStamp>>,
+    /// Calls, failures and latency per exported function (atomics).
+    counters: Counters,
 }
 
 /// One generation of a plugin: a compiled component and its warm instances.
@@ -212,6 +215,7 @@ impl Plugin {
                 ..Health::default()
             }),
             stamp: Mutex::new(Some(stamp)),
+            counters: Counters::new(manifest.kind),
             manifest,
         }))
     }
@@ -262,6 +266,16 @@ impl Plugin {
             reload_error: h.reload_error.clone(),
             from_cache: loaded.from_cache,
             compile_time: loaded.compile_time,
+        }
+    }
+
+    /// Its calls, failures by reason and latency, per exported function, since it
+    /// was loaded (reloads keep them). Reads atomics: cheap, no lock.
+    pub fn stats(&self) -> PluginStats {
+        PluginStats {
+            name: self.name.to_string(),
+            kind: self.manifest.kind,
+            functions: self.counters.snapshot(),
         }
     }
 
@@ -375,7 +389,31 @@ impl Plugin {
     /// `f` gets the store and the instance's exports; it returns the guest's answer
     /// already converted (`Ok(Err(..))` for an answer the host cannot use: counted as
     /// a failure, the instance is kept) or a Wasmtime error (the instance is dropped).
-    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, PluginError>
+    /// The call is counted under `export` (see [`Plugin::stats`]) when it ends.
+    pub(crate) async fn call<R, F>(&self, export: Export, f: F) -> Result<R, PluginError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Store<StoreState>, &World) -> wasmtime::Result<Result<R, PluginError>>
+            + Send
+            + 'static,
+    {
+        let started = Instant::now();
+        let (result, ran) = self.run_call(f).await;
+        // The counters first: when the failure is logged, /metrics shows it.
+        self.counters.record(
+            export,
+            started.elapsed(),
+            result.as_ref().err().map(FailureReason::of),
+        );
+        if ran {
+            self.record(&result);
+        }
+        result
+    }
+
+    /// Runs the call unless the plugin is disabled; says whether it ran (a refusal
+    /// of a disabled plugin is not a failure of its own for the health counters).
+    async fn run_call<R, F>(&self, f: F) -> (Result<R, PluginError>, bool)
     where
         R: Send + 'static,
         F: FnOnce(&mut Store<StoreState>, &World) -> wasmtime::Result<Result<R, PluginError>>
@@ -386,10 +424,11 @@ impl Plugin {
             let mut h = lock(&self.health);
             h.calls += 1;
             if let Some((reason, _)) = &h.disabled {
-                return Err(PluginError::Disabled {
+                let refused = Err(PluginError::Disabled {
                     plugin: self.name.to_string(),
                     reason: reason.clone(),
                 });
+                return (refused, false);
             }
         }
         let timeout = self.manifest.timeout;
@@ -424,8 +463,7 @@ impl Plugin {
                 timeout,
             }),
         };
-        self.record(&result);
-        result
+        (result, true)
     }
 
     fn record<R>(&self, result: &Result<R, PluginError>) {

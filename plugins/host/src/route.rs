@@ -11,6 +11,7 @@ use crate::bindings::types;
 use crate::error::PluginError;
 use crate::manifest::PluginKind;
 use crate::plugin::{Plugin, World};
+use crate::stats::Export;
 
 /// Most destinations or recordings a plugin may give one stream.
 const MAX_ITEMS: usize = 64;
@@ -80,7 +81,7 @@ impl RoutePlugin {
         let config_routes = config_routes.to_vec();
         let plugin = self.plugin.name().to_owned();
         self.plugin
-            .call(move |store, world| {
+            .call(Export::Route, move |store, world| {
                 let World::Route(w) = world else {
                     return Ok(Err(wrong_world(&plugin)));
                 };

@@ -9,6 +9,7 @@ use crate::bindings::types;
 use crate::error::PluginError;
 use crate::manifest::PluginKind;
 use crate::plugin::{Plugin, World, truncate};
+use crate::stats::Export;
 use crate::store::unix_ms;
 
 /// Most commands a plugin may return from one tick.
@@ -113,7 +114,7 @@ impl SchedulePlugin {
         let now = unix_ms(now);
         let plugin = self.plugin.name().to_owned();
         self.plugin
-            .call(move |store, world| {
+            .call(Export::OnTick, move |store, world| {
                 let World::Schedule(w) = world else {
                     return Ok(Err(wrong_world(&plugin)));
                 };
@@ -134,7 +135,7 @@ impl SchedulePlugin {
         let item = item_to_wit(item);
         let plugin = self.plugin.name().to_owned();
         self.plugin
-            .call(move |store, world| {
+            .call(Export::MayStart, move |store, world| {
                 let World::Schedule(w) = world else {
                     return Ok(Err(wrong_world(&plugin)));
                 };

@@ -10,9 +10,9 @@ use common::{host, load, publish};
 use cthulhu_core::policy::StreamRule;
 use cthulhu_core::{Action, Decision, Route, Router, Secret, StaticRouter, StreamInfo, StreamPath};
 use cthulhu_plugins::{
-    AuthPlugin, EventKind, ItemStatus, LifecycleEvent, Notification, NotifyPlugin, NotifyTarget,
-    PluginKind, PolicyChain, RouteMode, RoutePlugin, ScheduleCommand, ScheduleItem, SchedulePlugin,
-    StartDecision,
+    AuthPlugin, EventKind, FailureReason, ItemStatus, LifecycleEvent, Notification, NotifyPlugin,
+    NotifyTarget, PluginKind, PolicyChain, RouteMode, RoutePlugin, ScheduleCommand, ScheduleItem,
+    SchedulePlugin, StartDecision,
 };
 use hmac::{Hmac, Mac};
 use serde_json::json;
@@ -370,6 +370,18 @@ async fn route_by_app() {
     assert!(err.to_string().contains("not an rtmp://"), "{err}");
     assert!(!err.to_string().contains("passwd"), "{err}");
     assert_eq!(route.routes(&stream("bad/x"), config.clone()).await, config);
+
+    // Five calls of `route`, the last two answered with something unusable.
+    let stats = route.plugin().stats();
+    assert_eq!(stats.kind, PluginKind::Route);
+    let [f] = stats.functions.as_slice() else {
+        panic!("{stats:?}")
+    };
+    assert_eq!(f.function, "route");
+    assert_eq!((f.calls, f.latency.count), (5, 5));
+    assert_eq!(f.failures_for(FailureReason::InvalidOutput), 2);
+    assert_eq!(f.failures_total(), 2);
+    assert!(f.latency.sum_seconds > 0.0);
 }
 
 #[tokio::test]
@@ -575,6 +587,21 @@ async fn schedule_window() {
         never.may_start(&items[0]).await.unwrap(),
         StartDecision::Deny("outside the playout windows".into())
     );
+
+    // Each export is counted on its own; the host lists every plugin in use.
+    let calls = |p: &SchedulePlugin| {
+        p.plugin()
+            .stats()
+            .functions
+            .iter()
+            .map(|f| (f.function, f.calls, f.failures_total()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(calls(&plugin), [("on-tick", 2, 0), ("may-start", 0, 0)]);
+    assert_eq!(calls(&always), [("on-tick", 0, 0), ("may-start", 1, 0)]);
+    let all = host.stats();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|s| s.kind == PluginKind::Schedule));
 }
 
 #[tokio::test]

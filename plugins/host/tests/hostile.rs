@@ -11,8 +11,8 @@ use common::{host, manifest, publish};
 use cthulhu_core::policy::StreamRule;
 use cthulhu_core::{Decision, Route, Router, Secret, StaticRouter, StreamInfo, StreamPath};
 use cthulhu_plugins::{
-    AuthPlugin, EventKind, HostConfig, LifecycleEvent, Notification, NotifyPlugin, NotifyTarget,
-    PluginError, PluginHost, PluginKind, PluginState, PolicyChain, RoutePlugin,
+    AuthPlugin, EventKind, FailureReason, HostConfig, LifecycleEvent, Notification, NotifyPlugin,
+    NotifyTarget, PluginError, PluginHost, PluginKind, PluginState, PolicyChain, RoutePlugin,
 };
 use serde_json::json;
 
@@ -33,15 +33,28 @@ fn hostile_auth(host: &PluginHost, mode: &str) -> AuthPlugin {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_hostile_plugin_is_stopped() {
     let host = host();
-    for (mode, check) in [
+    for (mode, check, reason) in [
         (
             "loop",
             (|e: &PluginError| matches!(e, PluginError::Timeout { .. }))
                 as fn(&PluginError) -> bool,
+            FailureReason::Timeout,
         ),
-        ("sleep", |e| matches!(e, PluginError::Timeout { .. })),
-        ("memory", |e| matches!(e, PluginError::MemoryLimit { .. })),
-        ("trap", |e| matches!(e, PluginError::Trap { .. })),
+        (
+            "sleep",
+            |e| matches!(e, PluginError::Timeout { .. }),
+            FailureReason::Timeout,
+        ),
+        (
+            "memory",
+            |e| matches!(e, PluginError::MemoryLimit { .. }),
+            FailureReason::Memory,
+        ),
+        (
+            "trap",
+            |e| matches!(e, PluginError::Trap { .. }),
+            FailureReason::Trap,
+        ),
     ] {
         let auth = hostile_auth(&host, mode);
         let start = Instant::now();
@@ -80,6 +93,34 @@ async fn each_hostile_plugin_is_stopped() {
         assert_eq!(status.state, PluginState::Ready, "{mode}");
         assert_eq!(status.failures, 2);
         assert!(status.last_error.is_some());
+
+        // Three calls of `authorize`, two failed for this reason, the stopped ones
+        // in the latency buckets from the timeout up (or, for memory and trap, any).
+        let stats = auth.plugin().stats();
+        assert_eq!(stats.name, "hostile_auth");
+        let [f] = stats.functions.as_slice() else {
+            panic!("{stats:?}")
+        };
+        assert_eq!(f.function, "authorize");
+        assert_eq!((f.calls, f.latency.count), (3, 3), "{mode}: {f:?}");
+        assert_eq!(f.failures_for(reason), 2, "{mode}: {f:?}");
+        assert_eq!(f.failures_total(), 2, "{mode}: {f:?}");
+        assert_eq!(
+            f.latency.buckets.iter().map(|(_, n)| n).sum::<u64>(),
+            3,
+            "{mode}"
+        );
+        if reason == FailureReason::Timeout {
+            let slow: u64 = f
+                .latency
+                .buckets
+                .iter()
+                .filter(|(le, _)| *le >= TIMEOUT.as_secs_f64())
+                .map(|(_, n)| n)
+                .sum();
+            assert!(slow >= 2, "{mode}: {f:?}");
+            assert!(f.latency.sum_seconds >= 2.0 * TIMEOUT.as_secs_f64());
+        }
     }
 }
 
@@ -126,6 +167,9 @@ async fn fuel_stops_a_loop() {
         auth.authorize(&publish("live", "good", None), None).await,
         Ok(Decision::Allow(_))
     ));
+    let f = &auth.plugin().stats().functions[0];
+    assert_eq!((f.calls, f.failures_for(FailureReason::Fuel)), (2, 1));
+    assert_eq!(f.failures_total(), 1);
     // Without consume_fuel a manifest may not ask for fuel.
     let mut m = manifest(PluginKind::Auth, "hostile-auth", json!(null), TIMEOUT);
     m.fuel = Some(1);
@@ -344,6 +388,11 @@ async fn repeated_failures_disable() {
     let status = auth.plugin().status();
     assert_eq!(status.failures, 3);
     assert_eq!(status.calls, 5);
+    // The refusals count as calls failed for being disabled.
+    let f = &auth.plugin().stats().functions[0];
+    assert_eq!(f.calls, 5);
+    assert_eq!(f.failures_for(FailureReason::Trap), 3);
+    assert_eq!(f.failures_for(FailureReason::Disabled), 2);
 
     auth.plugin().enable();
     assert_eq!(auth.plugin().status().state, PluginState::Ready);
