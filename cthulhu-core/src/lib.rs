@@ -12,6 +12,7 @@ pub mod component;
 pub mod error;
 pub mod format;
 pub mod hub;
+pub mod meter;
 pub mod model;
 pub mod policy;
 pub mod refusal;
@@ -20,6 +21,7 @@ pub mod supervisor;
 pub use component::{ComponentError, Sink, Source};
 pub use error::ModelError;
 pub use hub::{Hub, HubConfig, HubError, Publisher, PublisherOrigin, StreamEvent, Subscriber};
+pub use meter::{Member, MemberStats, Meter, MeterReading};
 pub use model::{
     Codec, CodecDetails, CodecId, Frame, FrameFlags, MediaKind, MetaValue, RtmpTimeUnwrapper,
     StreamInfo, StreamPath, Timestamp, TrackId, TrackInfo,

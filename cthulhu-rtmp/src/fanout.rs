@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
-use cthulhu_core::{FrameFlags, Hub, MediaKind, StreamPath, Subscriber};
+use cthulhu_core::{FrameFlags, Hub, MediaKind, Member, Meter, StreamPath, Subscriber};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -94,6 +94,8 @@ struct Join {
     id: u64,
     sock: Arc<TcpStream>,
     peer: SocketAddr,
+    /// The member's name and counters, listed on the fan-out's subscription.
+    member: Member,
     exit: oneshot::Sender<Left>,
 }
 
@@ -149,8 +151,10 @@ impl Fanouts {
     }
 
     /// Hands a player's socket to its stream's fan-out (started on first use) for
-    /// `chunk_size` chunks on message stream `stream_id`. The returned receiver yields
-    /// why the fan-out let the player go.
+    /// `chunk_size` chunks on message stream `stream_id`; the fan-out counts what it
+    /// writes to the player on `meter`. The returned receiver yields why the fan-out
+    /// let the player go.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn join(
         self: &Arc<Self>,
         path: &StreamPath,
@@ -159,9 +163,10 @@ impl Fanouts {
         id: u64,
         sock: Arc<TcpStream>,
         peer: SocketAddr,
+        meter: Arc<Meter>,
     ) -> (PlayerHandle, oneshot::Receiver<Left>) {
         self.reserve(path, stream_id, chunk_size, id)
-            .join(sock, peer)
+            .join(sock, peer, String::new(), meter)
     }
 
     /// Holds a place in a stream's fan-out (started now if need be) for a member
@@ -235,12 +240,15 @@ pub(crate) struct Reservation {
 }
 
 impl Reservation {
-    /// Hands the member's socket to the fan-out. The returned receiver yields why the
-    /// fan-out let the member go.
+    /// Hands the member's socket to the fan-out, which lists it as `name` (empty for
+    /// a player) and counts what it writes to it on `meter`. The returned receiver
+    /// yields why the fan-out let the member go.
     pub(crate) fn join(
         mut self,
         sock: Arc<TcpStream>,
         peer: SocketAddr,
+        name: String,
+        meter: Arc<Meter>,
     ) -> (PlayerHandle, oneshot::Receiver<Left>) {
         self.joined = true;
         let (exit, exit_rx) = oneshot::channel();
@@ -248,6 +256,11 @@ impl Reservation {
             id: self.id,
             sock,
             peer,
+            member: Member {
+                name,
+                remote: Some(peer),
+                meter,
+            },
             exit,
         }));
         (
@@ -329,6 +342,7 @@ struct Player {
     id: u64,
     sock: Arc<TcpStream>,
     peer: SocketAddr,
+    member: Member,
     exit: Option<oneshot::Sender<Left>>,
     backlog: VecDeque<Msg>,
     backlog_bytes: usize,
@@ -354,6 +368,7 @@ impl Player {
             id: join.id,
             sock: join.sock,
             peer: join.peer,
+            member: join.member,
             exit: Some(join.exit),
             backlog: VecDeque::new(),
             backlog_bytes: 0,
@@ -377,6 +392,7 @@ impl Player {
             Kind::Media => {
                 if self.skipping {
                     self.dropped += 1;
+                    self.member.meter.add_dropped(1);
                 }
                 !self.skipping
             }
@@ -390,7 +406,9 @@ impl Player {
     /// metadata, codec configuration) exceed the queue bound: a peer that keeps
     /// talking without reading cannot make its backlog grow without end.
     fn send(&mut self, msgs: &[Msg], config: &FanoutConfig, now: Instant) -> io::Result<()> {
-        self.send_now(msgs, config, now)?;
+        let r = self.send_now(msgs, config, now);
+        self.member.meter.set_backlog(self.backlog_bytes);
+        r?;
         if self.overrun {
             return Err(io::Error::other(
                 "messages that cannot be dropped outgrew the queue bound: the peer does not read",
@@ -442,6 +460,7 @@ impl Player {
             match write_now(&self.sock, iov) {
                 Ok(n) => {
                     self.progress(now);
+                    self.member.meter.add_sent(n);
                     n
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -506,6 +525,7 @@ impl Player {
         self.overrun =
             self.backlog_bytes > config.queue_bytes || self.backlog.len() > config.queue_messages;
         self.dropped += dropped;
+        self.member.meter.add_dropped(dropped);
         self.dropped_since_progress = true;
         self.skipping = true;
         if config.publishing {
@@ -539,6 +559,7 @@ impl Player {
                 Err(e) => return Err(e),
             };
             self.progress(now);
+            self.member.meter.add_sent(written);
             self.backlog_bytes -= written;
             while written > 0 {
                 let Some(front) = self.backlog.front_mut() else {
@@ -639,6 +660,10 @@ struct Fanout {
     reserved: Vec<u64>,
     /// Published to the registry: `cont` is in a session.
     in_session: Arc<AtomicBool>,
+    /// A member joined since the subscription's member list was last set.
+    members_changed: bool,
+    /// How many members that list holds.
+    members_listed: usize,
 }
 
 impl Fanout {
@@ -667,6 +692,8 @@ impl Fanout {
             backlogged: false,
             reserved: Vec::new(),
             in_session,
+            members_changed: false,
+            members_listed: 0,
         }
     }
 
@@ -709,6 +736,9 @@ impl Fanout {
                     self.deliver();
                 }
             }
+            if self.members_changed || self.players.len() != self.members_listed {
+                self.list_members();
+            }
             // Members leave on commands, on write errors, and (push fan-outs) when
             // the stream ends.
             if self.idle() && self.retire(&mut rx) {
@@ -716,6 +746,15 @@ impl Fanout {
             }
         }
         debug!("Fan-out ended");
+    }
+
+    /// Lists the members on the subscription, for the hub's snapshots. Members join
+    /// and leave rarely; they are only counted per message.
+    fn list_members(&mut self) {
+        self.sub
+            .set_members(self.players.iter().map(|p| p.member.clone()).collect());
+        self.members_changed = false;
+        self.members_listed = self.players.len();
     }
 
     /// No members and no places held; for a push fan-out also no session going on,
@@ -784,10 +823,13 @@ impl Fanout {
                 } else {
                     p.skipping = true;
                 }
-                match p.flush(now) {
+                let r = p.flush(now);
+                p.member.meter.set_backlog(p.backlog_bytes);
+                match r {
                     Ok(()) => self.players.push(p),
                     Err(e) => p.close(e.into()),
                 }
+                self.members_changed = true;
             }
             Command::Control { id, data } => {
                 if let Some(i) = self.players.iter().position(|p| p.id == id) {
@@ -921,7 +963,9 @@ impl Fanout {
         while i < self.players.len() {
             let p = &mut self.players[i];
             let r = if self.batch.is_empty() {
-                p.flush(now)
+                let r = p.flush(now);
+                p.member.meter.set_backlog(p.backlog_bytes);
+                r
             } else {
                 p.send(&self.batch, config, now)
             };
@@ -982,6 +1026,11 @@ mod tests {
             id: 1,
             sock: Arc::new(server),
             peer,
+            member: Member {
+                name: String::new(),
+                remote: Some(peer),
+                meter: Meter::shared(),
+            },
             exit,
         };
         (Player::new(join, &config(queue_bytes)), client)
@@ -1114,7 +1163,7 @@ mod tests {
         gops(&publisher, 3, 20);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (sock, peer, client) = socket_pair().await;
-        let (_member, _left) = place.join(sock, peer);
+        let (_member, _left) = place.join(sock, peer, "d".into(), Meter::shared());
         let got = received(client).await;
         assert_eq!(frames_in(&got, 20), (0..20).collect::<Vec<u8>>());
 
@@ -1122,7 +1171,7 @@ mod tests {
         gops(&publisher, 20, 28);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (sock, peer, client) = socket_pair().await;
-        let (_late, _left) = fanouts.join(&path, 1, 4096, 2, sock, peer);
+        let (_late, _left) = fanouts.join(&path, 1, 4096, 2, sock, peer, Meter::shared());
         let got = received(client).await;
         assert_eq!(frames_in(&got, 28), (25..28).collect::<Vec<u8>>());
     }
@@ -1142,7 +1191,7 @@ mod tests {
         gops(&publisher, 0, 12);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (sock, peer, client) = socket_pair().await;
-        let (_member, _left) = place.join(sock, peer);
+        let (_member, _left) = place.join(sock, peer, "d".into(), Meter::shared());
         assert_eq!(
             frames_in(&received(client).await, 12),
             (0..12).collect::<Vec<u8>>()
@@ -1158,7 +1207,7 @@ mod tests {
         gops(&publisher, 0, 5);
         let fanouts = push_fanouts(&hub, Duration::from_millis(800));
         let (sock, peer, _client) = socket_pair().await;
-        let (member, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer);
+        let (member, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer, Meter::shared());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(fanouts.in_session(&path));
         // The only destination fails, then the publisher drops: a retry within the
@@ -1183,14 +1232,14 @@ mod tests {
         assert!(publisher.send(video_config()));
         let fanouts = Fanouts::new(hub.clone(), config(1 << 20));
         let (sock, peer, client) = socket_pair().await;
-        let (_watcher, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer);
+        let (_watcher, _left) = fanouts.join(&path, 1, 4096, 1, sock, peer, Meter::shared());
         let place = fanouts.reserve(&path, 1, 4096, 2);
         gops(&publisher, 0, 12);
         drop(place);
         gops(&publisher, 12, 18);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let (sock, peer, late) = socket_pair().await;
-        let (_late, _left) = fanouts.join(&path, 1, 4096, 3, sock, peer);
+        let (_late, _left) = fanouts.join(&path, 1, 4096, 3, sock, peer, Meter::shared());
         assert_eq!(
             frames_in(&received(late).await, 18),
             (15..18).collect::<Vec<u8>>()
@@ -1233,7 +1282,15 @@ mod tests {
         p.send(&[msg(43, 200, Kind::Sync)], &cfg, now).unwrap();
         p.send(&[msg(44, 300, Kind::Media)], &cfg, now).unwrap();
         assert!(!p.skipping);
-        let got = runs(&drain(&mut p, client).await);
+        let meter = p.member.meter.clone();
+        assert!(p.backlog_bytes > 0);
+        assert_eq!(meter.reading().backlog_bytes, p.backlog_bytes as u64, "the lag");
+        let data = drain(&mut p, client).await;
+        // The member's meter counts every byte the peer got and every message dropped.
+        let reading = meter.reading();
+        assert_eq!(reading.bytes_sent, data.len() as u64);
+        assert_eq!(reading.dropped, p.dropped);
+        let got = runs(&data);
         // Only whole messages arrive, in order.
         let mut last = 0;
         for &(id, n) in &got {

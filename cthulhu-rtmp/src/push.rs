@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cthulhu_core::hub::{Continuity, ContinuityEvent, SubscribeOptions};
 use cthulhu_core::supervisor::{Destination, DestinationError, LiveSignal};
-use cthulhu_core::{Frame, Hub, MediaKind, StreamInfo, StreamPath, Subscriber};
+use cthulhu_core::{Frame, Hub, MediaKind, Meter, StreamInfo, StreamPath, Subscriber};
 use tracing::{debug, info};
 
 use crate::client::{ClientConfig, PlainPublisher, PublishingClient, ServerNotice};
@@ -116,6 +116,8 @@ pub struct RtmpPush {
     /// and has not been through a session start since: retries go on while the
     /// stream is live (or in grace) rather than reporting the stream ended.
     rejoining: bool,
+    /// What either writer sent to the destination and dropped for it.
+    meter: Arc<Meter>,
 }
 
 impl RtmpPush {
@@ -135,7 +137,15 @@ impl RtmpPush {
             configs: Vec::new(),
             pending: None,
             rejoining: false,
+            meter: Meter::shared(),
         }
+    }
+
+    /// Counts what is sent to the destination and dropped for it on `meter`
+    /// (by default on a meter of its own).
+    pub fn with_meter(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = meter;
+        self
     }
 
     /// Writes media through `group`'s shared per-stream writer (`rtmp://` URLs;
@@ -170,7 +180,12 @@ impl RtmpPush {
             .sock
             .peer_addr()
             .map_err(|e| DestinationError::Push(e.to_string()))?;
-        let (handle, mut left) = place.join(conn.sock.clone(), peer);
+        let (handle, mut left) = place.join(
+            conn.sock.clone(),
+            peer,
+            self.name.clone(),
+            self.meter.clone(),
+        );
         if let Some(out) = conn.take_output() {
             handle.control(out);
         }
@@ -245,8 +260,12 @@ impl RtmpPush {
         client: &mut PublishingClient,
         out: &mut Vec<Bytes>,
     ) -> Result<(), DestinationError> {
+        let bytes: usize = out.iter().map(Bytes::len).sum();
         match tokio::time::timeout(self.cfg.write_timeout, client.write_media(out)).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => {
+                self.meter.add_sent(bytes);
+                Ok(())
+            }
             Ok(Err(e)) => Err(DestinationError::Push(e.to_string())),
             Err(_) => Err(stalled(self.cfg.write_timeout.as_secs())),
         }
@@ -440,6 +459,7 @@ impl RtmpPush {
                             self.write(&mut client, &mut out).await?;
                         }
                         ContinuityEvent::Gap { dropped } => {
+                            self.meter.add_dropped(dropped);
                             tracing::warn!(dest = %self.name, dropped, "Destination fell behind: skipped to the next keyframe");
                         }
                         ContinuityEvent::Ended(reason) => {

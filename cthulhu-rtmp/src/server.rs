@@ -20,8 +20,8 @@ use std::io;
 
 use bytes::Bytes;
 use cthulhu_core::{
-    AccessRequest, Action, Decision, Frame, Hub, HubError, Protocol, Publisher, PublisherOrigin,
-    RefusalLog, Router, Secret, StreamPath,
+    AccessRequest, Action, Decision, Frame, Hub, HubError, Meter, Protocol, Publisher,
+    PublisherOrigin, RefusalLog, Router, Secret, StreamPath,
 };
 use rml_rtmp::handshake::PeerType;
 use rml_rtmp::sessions::{
@@ -342,6 +342,7 @@ impl Connection {
                     conn.id,
                     conn.sock.clone(),
                     conn.peer,
+                    Meter::shared(),
                 );
                 conn.playing = Some(Playing { path, handle, exit });
             }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cthulhu_core::hub::{Continuity, ContinuityEvent, EndReason};
 use cthulhu_core::supervisor::{Destination, DestinationError, LiveSignal};
-use cthulhu_core::{StreamInfo, Subscriber};
+use cthulhu_core::{Meter, StreamInfo, Subscriber};
 use tracing::{debug, info, warn};
 
 use crate::pump::TsPump;
@@ -62,10 +62,12 @@ pub(crate) enum LoopEnd {
 }
 
 /// Sends a subscription as MPEG-TS over SRT until the session ends, the peer goes
-/// away or `stop` resolves. Frames the muxer refuses are logged and skipped.
+/// away or `stop` resolves. Frames the muxer refuses are logged and skipped. What
+/// is sent and dropped is counted on `meter`.
 #[allow(clippy::too_many_arguments)] // the parts of one session, borrowed separately
 pub(crate) async fn send_loop(
     label: &str,
+    meter: &Meter,
     cont: &mut Continuity,
     sub: &mut Subscriber,
     pump: &mut TsPump,
@@ -92,7 +94,7 @@ pub(crate) async fn send_loop(
             ev = cont.next_or_pending(&mut pending, sub) => ev,
         };
         let Some(ev) = ev else {
-            flush(tx, &mut out, send_timeout).await?;
+            flush(tx, &mut out, send_timeout, meter).await?;
             return Ok(LoopEnd::Closed);
         };
         match ev {
@@ -110,7 +112,7 @@ pub(crate) async fn send_loop(
                     }
                 }
                 pump.take_messages(&mut out);
-                flush(tx, &mut out, send_timeout).await?;
+                flush(tx, &mut out, send_timeout, meter).await?;
             }
             ContinuityEvent::Started(info) => start(label, pump, &info),
             ContinuityEvent::Resumed(info) => {
@@ -119,12 +121,13 @@ pub(crate) async fn send_loop(
             }
             ContinuityEvent::Updated(_) => {}
             ContinuityEvent::Gap { dropped } => {
+                meter.add_dropped(dropped);
                 warn!(peer = %label, dropped, "SRT peer fell behind: skipped to the next keyframe");
                 pump.gap();
             }
             ContinuityEvent::Ended(reason) => {
                 pump.take_messages(&mut out);
-                flush(tx, &mut out, send_timeout).await?;
+                flush(tx, &mut out, send_timeout, meter).await?;
                 return Ok(LoopEnd::Ended(reason));
             }
         }
@@ -145,10 +148,19 @@ fn mux(label: &str, pump: &mut TsPump, f: &cthulhu_core::Frame, errors: &mut u64
     }
 }
 
-async fn flush(tx: &mut SrtSender, out: &mut Vec<Bytes>, limit: Duration) -> Result<(), SrtError> {
+async fn flush(
+    tx: &mut SrtSender,
+    out: &mut Vec<Bytes>,
+    limit: Duration,
+    meter: &Meter,
+) -> Result<(), SrtError> {
     for m in out.drain(..) {
+        let n = m.len();
         match tokio::time::timeout(limit, tx.send(m)).await {
-            Ok(r) => r?,
+            Ok(r) => {
+                r?;
+                meter.add_sent(n);
+            }
             Err(_) => return Err(SrtError::SendTimeout(limit)),
         }
     }
@@ -163,6 +175,7 @@ pub struct SrtPush {
     cont: Continuity,
     cfg: SrtPushConfig,
     info: Option<Arc<StreamInfo>>,
+    meter: Arc<Meter>,
 }
 
 impl std::fmt::Debug for SrtPush {
@@ -184,7 +197,15 @@ impl SrtPush {
             cont: Continuity::new(cfg.grace),
             cfg,
             info: None,
+            meter: Meter::shared(),
         }
+    }
+
+    /// Counts what is sent to the destination and dropped for it on `meter`
+    /// (by default on a meter of its own).
+    pub fn with_meter(mut self, meter: Arc<Meter>) -> Self {
+        self.meter = meter;
+        self
     }
 
     async fn resolve(&self) -> Result<SocketAddr, DestinationError> {
@@ -254,6 +275,7 @@ impl Destination for SrtPush {
         }
         let end = send_loop(
             &self.name,
+            &self.meter,
             &mut self.cont,
             &mut self.sub,
             &mut pump,

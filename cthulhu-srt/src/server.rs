@@ -8,7 +8,8 @@ use std::time::Duration;
 use cthulhu_core::format::ts::{TsDemuxer, TsEvent};
 use cthulhu_core::hub::{Continuity, PublishConflict, SubscribeOptions};
 use cthulhu_core::{
-    Action, Decision, Hub, Publisher, PublisherOrigin, RefusalLog, Router, Secret, StreamPath,
+    Action, Decision, Hub, Member, Meter, Publisher, PublisherOrigin, RefusalLog, Router, Secret,
+    StreamPath,
 };
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -310,11 +311,19 @@ async fn play(conn: SrtConnection, hub: &Hub, path: &StreamPath, cfg: &SrtServer
         path,
         SubscribeOptions::labelled(format!("srt-play:{label}")),
     );
+    // One member: this player, with its address and counters.
+    let meter = Meter::shared();
+    sub.set_members(vec![Member {
+        name: String::new(),
+        remote: Some(conn.peer()),
+        meter: meter.clone(),
+    }]);
     let mut cont = Continuity::new(cfg.play_grace);
     let mut pump = TsPump::new();
     let (mut tx, mut rx) = conn.split();
     let r = send_loop(
         &label,
+        &meter,
         &mut cont,
         &mut sub,
         &mut pump,

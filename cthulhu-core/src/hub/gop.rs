@@ -2,7 +2,10 @@
 
 use std::collections::VecDeque;
 
-use crate::model::{Frame, MediaKind, TrackId};
+use std::time::Duration;
+
+use super::GopLength;
+use crate::model::{Frame, MediaKind, Timestamp, TrackId};
 
 pub(super) struct GopCache {
     configs: Vec<Frame>,
@@ -12,6 +15,10 @@ pub(super) struct GopCache {
     /// Whether a video keyframe opened the current cache contents.
     open: bool,
     has_video: bool,
+    /// The decode time of the current GOP's keyframe and its video frames so far.
+    current: Option<(Timestamp, u32)>,
+    /// The last complete GOP.
+    last: Option<GopLength>,
 }
 
 impl GopCache {
@@ -23,6 +30,8 @@ impl GopCache {
             max_bytes,
             open: false,
             has_video: false,
+            current: None,
+            last: None,
         }
     }
 
@@ -32,6 +41,34 @@ impl GopCache {
         self.bytes = 0;
         self.open = false;
         self.has_video = false;
+        self.current = None;
+        self.last = None;
+    }
+
+    /// The last complete GOP of this publish (None before the second keyframe).
+    pub(super) fn last_gop(&self) -> Option<GopLength> {
+        self.last
+    }
+
+    /// Measures GOPs: called with every video frame that is not configuration.
+    fn measure(&mut self, frame: &Frame) {
+        if frame.is_keyframe() {
+            if let Some((start, frames)) = self.current {
+                let ticks = (frame.dts - start).ticks();
+                // Timestamps that go backwards (a publisher's restart) measure nothing.
+                if ticks > 0 {
+                    self.last = Some(GopLength {
+                        frames,
+                        duration: Duration::from_micros(
+                            (ticks as u64).saturating_mul(1_000_000) / Timestamp::HZ as u64,
+                        ),
+                    });
+                }
+            }
+            self.current = Some((frame.dts, 1));
+        } else if let Some((_, frames)) = &mut self.current {
+            *frames = frames.saturating_add(1);
+        }
     }
 
     pub(super) fn has_video(&self) -> bool {
@@ -67,6 +104,9 @@ impl GopCache {
         if !self.has_video {
             // Audio-only: every frame is a start point; nothing to cache.
             return;
+        }
+        if frame.kind() == MediaKind::Video {
+            self.measure(frame);
         }
         if frame.kind() == MediaKind::Video && frame.is_keyframe() {
             self.frames.clear();

@@ -29,6 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, broadcast};
 
+use crate::meter::{Member, MemberStats};
 use crate::model::{Frame, MediaKind, MetaValue, StreamInfo, StreamPath, TrackInfo};
 
 pub use continuity::{Continuity, ContinuityEvent};
@@ -287,6 +288,47 @@ pub struct StreamSnapshot {
     pub frames_in: u64,
     /// Subscribers and their queue state.
     pub subscribers: Vec<SubscriberStats>,
+    /// The last complete GOP of the current publish (video streams only).
+    pub gop: Option<GopLength>,
+}
+
+/// The protocols whose players every snapshot counts (0 when none).
+pub const PLAYER_PROTOCOLS: [&str; 2] = ["rtmp", "srt"];
+
+impl StreamSnapshot {
+    /// The players of the stream by protocol (`rtmp` and `srt` always listed): the
+    /// members of its subscriptions labelled `PROTOCOL-play:...`, the label a
+    /// protocol's player side subscribes with.
+    pub fn players_by_protocol(&self) -> Vec<(&str, usize)> {
+        let mut out: Vec<(&str, usize)> = PLAYER_PROTOCOLS.iter().map(|p| (*p, 0)).collect();
+        for sub in &self.subscribers {
+            let Some((protocol, _)) = sub.label.split_once("-play:") else {
+                continue;
+            };
+            match out.iter_mut().find(|(p, _)| *p == protocol) {
+                Some((_, n)) => *n += sub.members.len(),
+                None => out.push((protocol, sub.members.len())),
+            }
+        }
+        out
+    }
+
+    /// Every player of the stream with its counters.
+    pub fn players(&self) -> impl Iterator<Item = &MemberStats> {
+        self.subscribers
+            .iter()
+            .filter(|sub| sub.label.contains("-play:"))
+            .flat_map(|sub| sub.members.iter())
+    }
+}
+
+/// One GOP: from a video keyframe to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GopLength {
+    /// Video frames in it, the keyframe included.
+    pub frames: u32,
+    /// From its keyframe's decode time to the next keyframe's.
+    pub duration: Duration,
 }
 
 /// Counters of one subscriber.
@@ -304,6 +346,9 @@ pub struct SubscriberStats {
     pub overflows: u64,
     /// Frames delivered to the subscriber.
     pub delivered_frames: u64,
+    /// The peers a shared writer serves from this subscription, with their own
+    /// counters ([`Subscriber::set_members`]); empty for a plain subscriber.
+    pub members: Vec<MemberStats>,
 }
 
 /// The stream hub. Cheap to clone; all clones share the same streams.
@@ -348,6 +393,16 @@ struct SubShared {
     label: String,
     queue: Mutex<SubQueue>,
     notify: Notify,
+    /// Set by shared writers (see [`Subscriber::set_members`]).
+    members: Mutex<Vec<Member>>,
+}
+
+impl SubShared {
+    fn stats(&self) -> SubscriberStats {
+        let mut stats = lock(&self.queue).stats(&self.label);
+        stats.members = lock(&self.members).iter().map(Member::stats).collect();
+        stats
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -545,6 +600,7 @@ impl Hub {
             label: opts.label,
             queue: Mutex::new(queue),
             notify: Notify::new(),
+            members: Mutex::new(Vec::new()),
         });
         st.subscribers.push(shared.clone());
         drop(st);
@@ -620,11 +676,8 @@ fn stream_snapshot(s: &Stream) -> StreamSnapshot {
         publisher: st.publisher.as_ref().map(|p| p.origin.clone()),
         bytes_in: st.bytes_in,
         frames_in: st.frames_in,
-        subscribers: st
-            .subscribers
-            .iter()
-            .map(|sub| lock(&sub.queue).stats(&sub.label))
-            .collect(),
+        subscribers: st.subscribers.iter().map(|sub| sub.stats()).collect(),
+        gop: st.gop.last_gop(),
     }
 }
 
@@ -824,7 +877,13 @@ impl Subscriber {
 
     /// This subscriber's counters.
     pub fn stats(&self) -> SubscriberStats {
-        lock(&self.shared.queue).stats(&self.shared.label)
+        self.shared.stats()
+    }
+
+    /// Lists the peers a shared writer serves from this subscription, so that
+    /// snapshots show each with its counters. Call it when the set changes.
+    pub fn set_members(&self, members: Vec<Member>) {
+        *lock(&self.shared.members) = members;
     }
 }
 

@@ -234,6 +234,7 @@ impl SubQueue {
             dropped_frames: self.dropped,
             overflows: self.overflows,
             delivered_frames: self.delivered,
+            members: Vec::new(),
         }
     }
 }

@@ -510,3 +510,59 @@ fn snapshot_names_the_publisher() {
     let s = snap.iter().find(|s| s.path == path()).unwrap();
     assert_eq!(s.publisher, Some(PublisherOrigin::local("local")));
 }
+
+#[test]
+fn snapshot_measures_the_last_complete_gop() {
+    let hub = Hub::new(HubConfig::default());
+    let publisher = hub.publish(&path()).unwrap();
+    publisher.send(config(CodecId::H264, TrackId::VIDEO));
+    // Frames 0..60 at 33 ms: a keyframe every 30th, audio in between.
+    for n in 0..45 {
+        publisher.send(video(n, n % 30 == 0));
+        publisher.send(audio(n));
+        if n < 30 {
+            let snap = hub.stream_snapshot(&path()).unwrap();
+            assert_eq!(
+                snap.gop, None,
+                "no GOP is complete before the second keyframe"
+            );
+        }
+    }
+    let gop = hub.stream_snapshot(&path()).unwrap().gop.unwrap();
+    assert_eq!(gop.frames, 30);
+    assert_eq!(gop.duration, Duration::from_millis(30 * 33));
+    drop(publisher);
+    let _p = hub.publish(&path()).unwrap();
+    assert_eq!(
+        hub.stream_snapshot(&path()).unwrap().gop,
+        None,
+        "a new publish starts over"
+    );
+}
+
+#[test]
+fn snapshot_lists_the_members_of_a_shared_writer() {
+    let hub = Hub::new(HubConfig::default());
+    let sub = hub.subscribe(&path(), SubscribeOptions::labelled("rtmp-play:live/test"));
+    let meter = crate::Meter::shared();
+    let remote: std::net::SocketAddr = "192.0.2.8:40000".parse().unwrap();
+    sub.set_members(vec![crate::Member {
+        name: String::new(),
+        remote: Some(remote),
+        meter: meter.clone(),
+    }]);
+    meter.add_sent(4096);
+    meter.add_dropped(2);
+    let snap = hub.stream_snapshot(&path()).unwrap();
+    let members = &snap.subscribers[0].members;
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].remote, Some(remote));
+    assert_eq!(members[0].reading.bytes_sent, 4096);
+    assert_eq!(members[0].reading.dropped, 2);
+    sub.set_members(Vec::new());
+    assert!(
+        hub.stream_snapshot(&path()).unwrap().subscribers[0]
+            .members
+            .is_empty()
+    );
+}
