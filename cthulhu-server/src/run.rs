@@ -344,7 +344,8 @@ impl Server {
                 password.expose()
             );
             println!(
-                "It is shown only this once (`cthulhu-server admin reset-password` makes a new one)."
+                "It is shown only this once and must be changed at the first login \
+                 (`cthulhu-server admin reset-password` makes a new one)."
             );
             println!();
         }
@@ -542,7 +543,8 @@ async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
 }
 
 /// On the first start (no user yet) creates `admin` with a random password, shown
-/// once on stdout like the default stream key.
+/// once on stdout like the default stream key, and marked to be changed at the first
+/// login (it was printed where others may read it).
 async fn ensure_admin(db: &Db) -> anyhow::Result<Option<Secret>> {
     if db.run(|db| db.user_count()).await? > 0 {
         return Ok(None);
@@ -553,7 +555,7 @@ async fn ensure_admin(db: &Db) -> anyhow::Result<Option<Secret>> {
         .await
         .context("hashing the admin password")??;
     let now = crate::db::unix_now();
-    db.run(move |db| db.create_user("admin", &hash, Role::Admin, now))
+    db.run(move |db| db.create_user("admin", &hash, Role::Admin, true, now))
         .await
         .context("creating the admin user")?;
     info!("Created the admin user (password shown on stdout once)");

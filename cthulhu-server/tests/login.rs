@@ -1,6 +1,7 @@
 //! Browser accounts against the real binary: TOTP enrolment at the first login,
 //! password + code logins with single-use codes, the session cookie and its CSRF
-//! token, logout, the login rate limit, the audit log, and no secret in the log.
+//! token, logout, the login rate limit, the password change a printed password needs
+//! first, the audit log, and no secret in the log.
 
 mod common;
 
@@ -18,6 +19,8 @@ use totp_rs::Totp;
 const COOKIE_NAME: &str = "cthulhu_session";
 /// A wrong password, searched for in the log afterwards.
 const WRONG_PASSWORD: &str = "not-the-admin-password-4711";
+/// The password admin chooses for itself, searched for in the log afterwards.
+const CHOSEN_PASSWORD: &str = "admin's own long passphrase 0815";
 
 /// A response: status, headers, JSON body (Null when empty).
 struct Answer {
@@ -120,19 +123,87 @@ fn contains_code(text: &str, code: &str) -> bool {
     })
 }
 
-#[tokio::test]
-async fn login_with_password_and_totp_sessions_csrf_and_limits() -> Result<()> {
-    let srv = Cthulhu::start("").await?;
-    wait_for_port(srv.http_port, Duration::from_secs(10)).await?;
+/// The admin password the first start printed.
+async fn first_password(srv: &Cthulhu) -> Result<String> {
     srv.wait_for_log("with the password: ", Duration::from_secs(10))
         .await?;
-    let log = srv.log();
-    let password = log
+    let password = srv
+        .log()
         .lines()
         .find_map(|l| l.split("with the password: ").nth(1))
         .map(|p| p.trim().to_owned())
         .context("admin password not printed")?;
     ensure!(password.len() >= 12, "{password}");
+    Ok(password)
+}
+
+/// `POST /api/v1/me/password` with the session `cookie` and its `csrf` token.
+async fn change_password(
+    http: &Client,
+    srv: &Cthulhu,
+    cookie: &str,
+    csrf: &str,
+    body: Value,
+) -> Result<Answer> {
+    send(
+        http.post(srv.api("me/password"))
+            .header(COOKIE, cookie)
+            .header("X-CSRF-Token", csrf)
+            .json(&body),
+    )
+    .await
+}
+
+/// Enrols `username` (the login with its password alone): its authenticator.
+async fn enrol(
+    http: &Client,
+    srv: &Cthulhu,
+    username: &str,
+    password: &str,
+) -> Result<Authenticator> {
+    let enrol = send(login_req(
+        http,
+        srv,
+        json!({"username": username, "password": password}),
+    ))
+    .await?;
+    ensure!(
+        enrol.status == StatusCode::OK,
+        "{} {}",
+        enrol.status,
+        enrol.body
+    );
+    let uri = enrol.body["enrol"]["otpauth_uri"]
+        .as_str()
+        .context("no otpauth_uri")?;
+    Authenticator::from_uri(uri)
+}
+
+/// A full login (with the authenticator's next code): (cookie pair, CSRF token).
+async fn session(
+    http: &Client,
+    srv: &Cthulhu,
+    username: &str,
+    password: &str,
+    app: &mut Authenticator,
+) -> Result<(String, String)> {
+    let code = app.next_code().await;
+    let ok = send(login_req(
+        http,
+        srv,
+        json!({"username": username, "password": password, "totp": code}),
+    ))
+    .await?;
+    ensure!(ok.status == StatusCode::OK, "{} {}", ok.status, ok.body);
+    let csrf = ok.body["csrf_token"].as_str().context("no csrf_token")?;
+    Ok((session_cookie(&ok)?, csrf.to_owned()))
+}
+
+#[tokio::test]
+async fn login_with_password_and_totp_sessions_csrf_and_limits() -> Result<()> {
+    let srv = Cthulhu::start("").await?;
+    wait_for_port(srv.http_port, Duration::from_secs(10)).await?;
+    let password = first_password(&srv).await?;
     let http = Client::new();
 
     // Anonymous: 401, also on the new endpoints (login aside).
@@ -207,10 +278,35 @@ async fn login_with_password_and_totp_sessions_csrf_and_limits() -> Result<()> {
         .map(|(_, v)| v.to_owned())
         .unwrap_or_default();
 
+    // The printed password must be replaced first (see the test below).
     let me = send(http.get(srv.api("me")).header(COOKIE, &cookie)).await?;
     ensure!(me.status == StatusCode::OK, "{} {}", me.status, me.body);
     ensure!(
-        me.body == json!({"username": "admin", "via": "session"}),
+        me.body == json!({"username": "admin", "via": "session", "must_change_password": true}),
+        "{}",
+        me.body
+    );
+    let a = change_password(
+        &http,
+        &srv,
+        &cookie,
+        &csrf,
+        json!({"current": password, "new": CHOSEN_PASSWORD}),
+    )
+    .await?;
+    ensure!(
+        a.status == StatusCode::NO_CONTENT,
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let printed_password = password;
+    let password = CHOSEN_PASSWORD.to_owned();
+
+    let me = send(http.get(srv.api("me")).header(COOKIE, &cookie)).await?;
+    ensure!(me.status == StatusCode::OK, "{} {}", me.status, me.body);
+    ensure!(
+        me.body == json!({"username": "admin", "via": "session", "must_change_password": false}),
         "{}",
         me.body
     );
@@ -423,6 +519,7 @@ async fn login_with_password_and_totp_sessions_csrf_and_limits() -> Result<()> {
     ensure!(count("logout") == 2, "{rows:?}");
     ensure!(count("login.limited") >= 2, "{rows:?}");
     ensure!(count("login.failed") >= 5, "{rows:?}");
+    ensure!(count("user.password_change") == 1, "{rows:?}");
     ensure!(
         rows.iter().any(|r| r.1 == "admin" && r.0 == "token.create"),
         "a session's changes are audited under the username: {rows:?}"
@@ -430,13 +527,24 @@ async fn login_with_password_and_totp_sessions_csrf_and_limits() -> Result<()> {
     let audit_text = format!("{rows:?}");
     ensure!(!audit_text.contains("nobody"), "unknown names are not kept");
 
-    // No secret in the log: the password only in the first start's notice.
+    // No secret in the log: the printed password only in the first start's notice.
     let log = srv.log();
     ensure!(
-        log.matches(password.as_str()).count() == 1,
+        log.matches(printed_password.as_str()).count() == 1,
         "password logged"
     );
-    for secret in [WRONG_PASSWORD, &cookie_value, &csrf, &csrf2, &api_token] {
+    ensure!(
+        !audit_text.contains(&printed_password),
+        "a password in the audit log"
+    );
+    for secret in [
+        WRONG_PASSWORD,
+        CHOSEN_PASSWORD,
+        &cookie_value,
+        &csrf,
+        &csrf2,
+        &api_token,
+    ] {
         ensure!(!log.contains(secret), "a secret is in the log");
         ensure!(!audit_text.contains(secret), "a secret is in the audit log");
     }
@@ -494,5 +602,290 @@ async fn anonymous_calls_are_refused() -> Result<()> {
     // A malformed body is refused in the API's format.
     let a = send(login_req(&http, &srv, json!({"username": "admin"}))).await?;
     ensure!(a.status == StatusCode::UNPROCESSABLE_ENTITY, "{}", a.status);
+    Ok(())
+}
+
+/// A printed password (the first start's) must be changed before anything else: every
+/// endpoint but `GET /me`, `POST /me/password` and `POST /logout` refuses the session
+/// until it is; the change verifies the current password, applies the policy to the
+/// new one and ends the user's other sessions.
+#[tokio::test]
+async fn a_printed_password_must_be_changed_first() -> Result<()> {
+    let srv = Cthulhu::start("").await?;
+    wait_for_port(srv.http_port, Duration::from_secs(10)).await?;
+    let printed = first_password(&srv).await?;
+    let token = srv.create_token("ops").await?;
+    let http = Client::new();
+
+    // Enrolment and two sessions of admin, both with the printed password.
+    let mut app = enrol(&http, &srv, "admin", &printed).await?;
+    let (cookie, csrf) = session(&http, &srv, "admin", &printed, &mut app).await?;
+    let (other, other_csrf) = session(&http, &srv, "admin", &printed, &mut app).await?;
+
+    // GET /me tells the console to show the form.
+    let me = send(http.get(srv.api("me")).header(COOKIE, &cookie)).await?;
+    ensure!(me.status == StatusCode::OK, "{} {}", me.status, me.body);
+    ensure!(
+        me.body == json!({"username": "admin", "via": "session", "must_change_password": true}),
+        "{}",
+        me.body
+    );
+    // Everything else: 403 password_change_required, reads and changes alike.
+    for (method, path, body) in [
+        (Method::GET, "streams", None),
+        (Method::GET, "streams/live/main", None),
+        (Method::GET, "users", None),
+        (Method::GET, "tokens", None),
+        (Method::GET, "recordings", None),
+        (Method::GET, "events", None),
+        (Method::GET, "openapi.json", None),
+        (
+            Method::POST,
+            "tokens",
+            Some(json!({"name": "from-browser"})),
+        ),
+        (Method::POST, "users/admin/password-reset", None),
+        (Method::POST, "users/admin/totp-reset", None),
+        (Method::POST, "reload", None),
+        (Method::DELETE, "tokens/1", None),
+    ] {
+        let mut req = http
+            .request(method.clone(), srv.api(path))
+            .header(COOKIE, &cookie)
+            .header("X-CSRF-Token", &csrf);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let a = send(req).await?;
+        ensure!(
+            a.status == StatusCode::FORBIDDEN
+                && a.body["error"]["code"] == "password_change_required",
+            "{method} {path}: {} {}",
+            a.status,
+            a.body
+        );
+        let message = a.body["error"]["message"].as_str().unwrap_or_default();
+        ensure!(message.contains("POST /api/v1/me/password"), "{message}");
+    }
+    // The CSRF check still comes first for a change.
+    let a = send(
+        http.post(srv.api("tokens"))
+            .header(COOKIE, &cookie)
+            .json(&json!({"name": "from-browser"})),
+    )
+    .await?;
+    ensure!(a.body["error"]["code"] == "csrf", "{} {}", a.status, a.body);
+
+    // A bearer token is not affected; it has no password to change.
+    let a = send(http.get(srv.api("streams")).bearer_auth(&token)).await?;
+    ensure!(a.status == StatusCode::OK, "{} {}", a.status, a.body);
+    let a = send(http.get(srv.api("me")).bearer_auth(&token)).await?;
+    ensure!(a.body["must_change_password"] == false, "{}", a.body);
+    let a = send(
+        http.post(srv.api("me/password"))
+            .bearer_auth(&token)
+            .json(&json!({"current": printed, "new": CHOSEN_PASSWORD})),
+    )
+    .await?;
+    ensure!(
+        a.status == StatusCode::FORBIDDEN && a.body["error"]["code"] == "session_required",
+        "{} {}",
+        a.status,
+        a.body
+    );
+
+    // The change needs the CSRF token like any change made with the cookie.
+    let a = send(
+        http.post(srv.api("me/password"))
+            .header(COOKIE, &cookie)
+            .json(&json!({"current": printed, "new": CHOSEN_PASSWORD})),
+    )
+    .await?;
+    ensure!(
+        a.status == StatusCode::FORBIDDEN && a.body["error"]["code"] == "csrf",
+        "{} {}",
+        a.status,
+        a.body
+    );
+    // A wrong current password: 401 (counted by the login rate limit).
+    let a = change_password(
+        &http,
+        &srv,
+        &cookie,
+        &csrf,
+        json!({"current": WRONG_PASSWORD, "new": CHOSEN_PASSWORD}),
+    )
+    .await?;
+    ensure!(
+        a.status == StatusCode::UNAUTHORIZED && a.body["error"]["code"] == "invalid_credentials",
+        "{} {}",
+        a.status,
+        a.body
+    );
+    // A new password the policy refuses: 422 naming `new`.
+    for new in ["too short", printed.as_str(), &"x".repeat(257)] {
+        let a = change_password(
+            &http,
+            &srv,
+            &cookie,
+            &csrf,
+            json!({"current": printed, "new": new}),
+        )
+        .await?;
+        ensure!(
+            a.status == StatusCode::UNPROCESSABLE_ENTITY
+                && a.body["error"]["code"] == "invalid"
+                && a.body["error"]["field"] == "new",
+            "{new:?}: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    // A body of the wrong shape.
+    let a = change_password(&http, &srv, &cookie, &csrf, json!({"current": printed})).await?;
+    ensure!(
+        a.status == StatusCode::UNPROCESSABLE_ENTITY,
+        "{} {}",
+        a.status,
+        a.body
+    );
+    // Still to be changed.
+    let a = send(http.get(srv.api("streams")).header(COOKIE, &cookie)).await?;
+    ensure!(a.status == StatusCode::FORBIDDEN, "{} {}", a.status, a.body);
+
+    // The change: 204; this session works now, the other one is ended.
+    let a = change_password(
+        &http,
+        &srv,
+        &cookie,
+        &csrf,
+        json!({"current": printed, "new": CHOSEN_PASSWORD}),
+    )
+    .await?;
+    ensure!(
+        a.status == StatusCode::NO_CONTENT,
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let me = send(http.get(srv.api("me")).header(COOKIE, &cookie)).await?;
+    ensure!(me.body["must_change_password"] == false, "{}", me.body);
+    let a = send(http.get(srv.api("streams")).header(COOKIE, &cookie)).await?;
+    ensure!(a.status == StatusCode::OK, "{} {}", a.status, a.body);
+    let a = send(
+        http.post(srv.api("tokens"))
+            .header(COOKIE, &cookie)
+            .header("X-CSRF-Token", &csrf)
+            .json(&json!({"name": "from-browser"})),
+    )
+    .await?;
+    ensure!(a.status == StatusCode::CREATED, "{} {}", a.status, a.body);
+    for (method, path) in [(Method::GET, "me"), (Method::GET, "streams")] {
+        let a = send(http.request(method, srv.api(path)).header(COOKIE, &other)).await?;
+        ensure!(
+            a.status == StatusCode::UNAUTHORIZED,
+            "the other session: {} {}",
+            a.status,
+            a.body
+        );
+    }
+    let a = send(
+        http.post(srv.api("logout"))
+            .header(COOKIE, &other)
+            .header("X-CSRF-Token", &other_csrf),
+    )
+    .await?;
+    ensure!(a.status == StatusCode::UNAUTHORIZED, "{}", a.status);
+
+    // The printed password is refused at login; the chosen one logs in.
+    let a = send(login_req(
+        &http,
+        &srv,
+        json!({"username": "admin", "password": printed, "totp": app.code_at(app.last_step + 1)}),
+    ))
+    .await?;
+    ensure!(
+        a.status == StatusCode::UNAUTHORIZED && a.body["error"]["code"] == "invalid_credentials",
+        "{} {}",
+        a.status,
+        a.body
+    );
+    let (fresh, fresh_csrf) = session(&http, &srv, "admin", CHOSEN_PASSWORD, &mut app).await?;
+    let me = send(http.get(srv.api("me")).header(COOKIE, &fresh)).await?;
+    ensure!(
+        me.body == json!({"username": "admin", "via": "session", "must_change_password": false}),
+        "{}",
+        me.body
+    );
+    // The first session is still there.
+    let a = send(http.get(srv.api("me")).header(COOKIE, &cookie)).await?;
+    ensure!(a.status == StatusCode::OK, "{}", a.status);
+
+    // Guessing the current password with a session: limited like logins (5 failures
+    // per user in 15 minutes, counted afresh since the last login), 429 with
+    // Retry-After.
+    let mut limited = None;
+    for attempt in 0..6 {
+        let a = change_password(
+            &http,
+            &srv,
+            &fresh,
+            &fresh_csrf,
+            json!({"current": WRONG_PASSWORD, "new": "another long passphrase"}),
+        )
+        .await?;
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((attempt, a));
+            break;
+        }
+        ensure!(
+            a.status == StatusCode::UNAUTHORIZED,
+            "{} {}",
+            a.status,
+            a.body
+        );
+    }
+    let (attempt, a) = limited.context("wrong current passwords were never rate limited")?;
+    ensure!(attempt == 5, "limited after {attempt} failures");
+    ensure!(a.body["error"]["code"] == "rate_limited", "{}", a.body);
+    let retry: u64 = a
+        .headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .context("no Retry-After")?;
+    ensure!((1..=15 * 60).contains(&retry), "{retry}");
+
+    // The audit log has the change and the failures, never a password.
+    let db = rusqlite::Connection::open(srv.dir.path().join("data").join("cthulhu.db"))?;
+    let mut stmt =
+        db.prepare("SELECT action, actor, coalesce(target, ''), coalesce(detail, '') FROM audit")?;
+    let rows: Vec<(String, String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let count = |action: &str| rows.iter().filter(|r| r.0 == action).count();
+    ensure!(count("user.password_change") == 1, "{rows:?}");
+    ensure!(count("password_change.failed") == 6, "{rows:?}");
+    ensure!(count("password_change.limited") == 1, "{rows:?}");
+    ensure!(
+        rows.iter().any(|r| r.0 == "user.password_change"
+            && r.1 == "admin"
+            && r.3.contains("\"sessions_ended\":1")),
+        "{rows:?}"
+    );
+    let audit_text = format!("{rows:?}");
+    let log = srv.log();
+    for secret in [CHOSEN_PASSWORD, WRONG_PASSWORD, "another long passphrase"] {
+        ensure!(!audit_text.contains(secret), "a password in the audit log");
+        ensure!(!log.contains(secret), "a password in the log");
+    }
+    ensure!(
+        !audit_text.contains(&printed),
+        "a password in the audit log"
+    );
+    ensure!(
+        log.contains("API: password changed"),
+        "the change is logged"
+    );
     Ok(())
 }

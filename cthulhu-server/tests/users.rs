@@ -1,6 +1,7 @@
 //! Console users against the real binary: the users API (create, list, password and
 //! TOTP reset, delete, the last admin kept), the `admin reset-password` /
-//! `admin reset-totp` commands, `--log-format json`, and no password in the log.
+//! `admin reset-totp` commands, generated passwords marked to be changed,
+//! `--log-format json`, and no password in the log.
 
 mod common;
 
@@ -37,6 +38,16 @@ async fn login(
 fn password_accepted(status: StatusCode, body: &Value) -> bool {
     (status == StatusCode::OK && body["enrol"]["otpauth_uri"].is_string())
         || (status == StatusCode::UNAUTHORIZED && body["error"]["code"] == "totp_required")
+}
+
+/// Whether the store marks `username`'s password to be changed.
+fn must_change(srv: &Cthulhu, username: &str) -> Result<bool> {
+    let db = rusqlite::Connection::open(srv.dir.path().join("data").join("cthulhu.db"))?;
+    Ok(db.query_row(
+        "SELECT must_change_password FROM users WHERE username = ?1",
+        [username],
+        |r| r.get(0),
+    )?)
 }
 
 /// Runs `cthulhu-server admin ARGS --config FILE`: (success, stdout, stderr).
@@ -84,6 +95,15 @@ async fn users_api_and_admin_cli() -> Result<()> {
     let first = made["password"].as_str().context("no password")?.to_owned();
     ensure!(first.len() >= 12, "{first}");
     secrets.push(first.clone());
+    // The administrator saw it: alice must replace it; so must the first start's admin.
+    ensure!(
+        must_change(&srv, "alice")?,
+        "a created user's password is to be changed"
+    );
+    ensure!(
+        must_change(&srv, "admin")?,
+        "the printed password is to be changed"
+    );
 
     // A duplicate in another case, and invalid names.
     for (name, want) in [
@@ -162,6 +182,10 @@ async fn users_api_and_admin_cli() -> Result<()> {
         .to_owned();
     ensure!(second != first && second.len() >= 12, "{second}");
     secrets.push(second.clone());
+    ensure!(
+        must_change(&srv, "alice")?,
+        "a reset password is to be changed"
+    );
     let (status, body) = login(&http, &srv, "alice", &first).await?;
     ensure!(status == StatusCode::UNAUTHORIZED, "{status}: {body}");
     let (status, body) = login(&http, &srv, "alice", &second).await?;
@@ -194,6 +218,10 @@ async fn users_api_and_admin_cli() -> Result<()> {
     secrets.push(out.clone());
     let (status, body) = login(&http, &srv, "admin", &out).await?;
     ensure!(password_accepted(status, &body), "{status}: {body}");
+    ensure!(
+        must_change(&srv, "admin")?,
+        "a password the CLI printed is to be changed"
+    );
     let (ok, _, err) = admin_cli(&srv, &["reset-totp", "--username", "admin"]).await?;
     ensure!(ok, "reset-totp failed: {err}");
 
@@ -293,6 +321,9 @@ async fn me(http: &Client, srv: &Cthulhu, cookie: &str) -> Result<StatusCode> {
         .status())
 }
 
+/// The password bob chooses.
+const BOB_PASSWORD: &str = "bob's own long passphrase";
+
 #[tokio::test]
 async fn sessions_need_csrf_and_end_on_resets() -> Result<()> {
     let srv = Cthulhu::start("").await?;
@@ -317,6 +348,29 @@ async fn sessions_need_csrf_and_end_on_resets() -> Result<()> {
     let uri = enrol["enrol"]["otpauth_uri"].as_str().context("no uri")?;
     let (cookie, csrf) = session(&http, &srv, "bob", &password, uri).await?;
     ensure!(me(&http, &srv, &cookie).await? == StatusCode::OK);
+
+    // The administrator saw bob's password: bob replaces it before anything else.
+    let resp = http
+        .get(srv.api("users"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .send()
+        .await?;
+    ensure!(resp.status() == StatusCode::FORBIDDEN, "{}", resp.status());
+    let body: Value = resp.json().await?;
+    ensure!(
+        body["error"]["code"] == "password_change_required",
+        "{body}"
+    );
+    let resp = http
+        .post(srv.api("me/password"))
+        .header(reqwest::header::COOKIE, &cookie)
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({ "current": password, "new": BOB_PASSWORD }))
+        .send()
+        .await?;
+    ensure!(resp.status() == StatusCode::NO_CONTENT, "{}", resp.status());
+    ensure!(!must_change(&srv, "bob")?);
+    let password = BOB_PASSWORD.to_owned();
 
     // A session lists; it changes only with the CSRF token.
     let status = http
@@ -364,6 +418,10 @@ async fn sessions_need_csrf_and_end_on_resets() -> Result<()> {
     .await?;
     ensure!(status == StatusCode::OK, "{status}: {reset}");
     ensure!(me(&http, &srv, &cookie).await? == StatusCode::UNAUTHORIZED);
+    ensure!(
+        must_change(&srv, "bob")?,
+        "a reset password is to be changed again"
+    );
     let new = reset["password"].as_str().context("no password")?;
     let (status, body) = login(&http, &srv, "bob", new).await?;
     ensure!(

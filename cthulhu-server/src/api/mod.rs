@@ -90,6 +90,7 @@ fn routes() -> OpenApiRouter<Arc<ApiState>> {
         .routes(routes!(session::login))
         .routes(routes!(session::logout))
         .routes(routes!(session::me))
+        .routes(routes!(session::change_password))
         .routes(routes!(events::events))
         .routes(routes!(list_streams))
         .routes(routes!(get_stream))

@@ -5,7 +5,9 @@
 //! to the router and its description to the document in one step), so no endpoint is
 //! served undescribed. [`finish`] then adds what every authenticated endpoint shares:
 //! the security schemes (bearer token; session cookie, with the `X-CSRF-Token`
-//! header for changes) and the 400, 401 and 403 answers. Like every endpoint but the
+//! header for changes) and the 400, 401 and 403 answers (`csrf`, and
+//! `password_change_required` but for the endpoints a session whose password must be
+//! changed may call). Like every endpoint but the
 //! login, the document itself needs a caller.
 
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use utoipa::openapi::security::{
 };
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 
+use super::session::PASSWORD_CHANGE_EXEMPT;
 use super::{ApiError, Caller, dto};
 use crate::auth::cookie::SESSION_COOKIE;
 
@@ -64,7 +67,8 @@ pub(super) fn base() -> OpenApi {
 /// Adds the security schemes, and to every operation that does not declare its own
 /// security (all but the login) the security it needs and the answers every such
 /// operation can give: 401 without a valid caller, 403 for a change made with a
-/// session but without the CSRF header, 400 for a body that is not JSON.
+/// session but without the CSRF header or for a session whose password must be
+/// changed first, 400 for a body that is not JSON.
 pub(super) fn finish(doc: &mut OpenApi) {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -95,16 +99,18 @@ pub(super) fn finish(doc: &mut OpenApi) {
              every method but GET and HEAD (bearer-token calls need none).",
         ))),
     );
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         let ops = [
-            (true, &mut item.get),
-            (true, &mut item.head),
-            (false, &mut item.post),
-            (false, &mut item.put),
-            (false, &mut item.patch),
-            (false, &mut item.delete),
+            ("GET", &mut item.get),
+            ("HEAD", &mut item.head),
+            ("POST", &mut item.post),
+            ("PUT", &mut item.put),
+            ("PATCH", &mut item.patch),
+            ("DELETE", &mut item.delete),
         ];
-        for (safe, op) in ops {
+        for (method, op) in ops {
+            let safe = matches!(method, "GET" | "HEAD");
+            let exempt = PASSWORD_CHANGE_EXEMPT.contains(&(method, path.as_str()));
             let Some(op) = op.as_mut() else { continue };
             if op.security.is_some() {
                 continue;
@@ -121,8 +127,11 @@ pub(super) fn finish(doc: &mut OpenApi) {
             ]);
             let answers = &mut op.responses.responses;
             let mut common = vec![("401", UNAUTHORIZED)];
-            if !safe {
-                common.push(("403", CSRF_MISSING));
+            match (safe, exempt) {
+                (true, true) => {}
+                (true, false) => common.push(("403", PASSWORD_CHANGE)),
+                (false, true) => common.push(("403", CSRF_MISSING)),
+                (false, false) => common.push(("403", CSRF_OR_PASSWORD_CHANGE)),
             }
             if op.request_body.is_some() {
                 common.push(("400", BAD_REQUEST));
@@ -142,6 +151,15 @@ const UNAUTHORIZED: &str = "No caller: no token, an unknown or revoked one, or n
 /// The 403 of every change.
 const CSRF_MISSING: &str = "A change made with the session cookie without its \
                             `X-CSRF-Token` header (`csrf`)";
+/// The 403 of every read but `GET /api/v1/me`.
+const PASSWORD_CHANGE: &str = "A session whose password must be changed first \
+                               (`password_change_required`): `POST /api/v1/me/password`";
+/// The 403 of every change but `POST /api/v1/me/password` and `POST /api/v1/logout`.
+const CSRF_OR_PASSWORD_CHANGE: &str = "A change made with the session cookie without its \
+                                       `X-CSRF-Token` header (`csrf`), or a session whose \
+                                       password must be changed first \
+                                       (`password_change_required`): \
+                                       `POST /api/v1/me/password`";
 /// The 400 of every endpoint with a body.
 const BAD_REQUEST: &str = "The body is not JSON, or not sent as `application/json` \
                            (`bad_request`)";
@@ -243,6 +261,15 @@ mod tests {
                 schemes[1]["csrf"] = serde_json::json!([]);
                 assert!(answers.contains_key("403"), "{method} {path}");
             }
+            // A session whose password must be changed gets 403 everywhere but on
+            // the exempt endpoints, which say so.
+            let exempt = PASSWORD_CHANGE_EXEMPT.contains(&(*method, *path));
+            let forbidden = serde_json::to_value(answers.get("403")).unwrap();
+            assert_eq!(
+                !exempt,
+                forbidden.to_string().contains("password_change_required"),
+                "{method} {path}: {forbidden}"
+            );
             assert_eq!(security, schemes, "{method} {path}");
             if op.request_body.is_some() {
                 assert!(answers.contains_key("400"), "{method} {path}");

@@ -2,8 +2,10 @@
 //! `POST /api/v1/users/{username}/password-reset` and `.../totp-reset`.
 //!
 //! A new or reset password is generated here and shown once, in the answer; it is
-//! never logged nor written to the audit log. A new user enrols TOTP at the first
-//! login; a password or TOTP reset, and a deletion, end the user's sessions. The
+//! never logged nor written to the audit log. Having been seen by the administrator,
+//! it is marked to be changed: the user's session can do nothing else until
+//! `POST /api/v1/me/password` (see [`super::session`]). A new user enrols TOTP at the
+//! first login; a password or TOTP reset, and a deletion, end the user's sessions. The
 //! last enabled administrator cannot be deleted (409).
 
 use std::sync::Arc;
@@ -120,8 +122,8 @@ struct NewUser {
     username: String,
 }
 
-/// Creates a console user with a generated password (shown once); TOTP is enrolled
-/// at the first login.
+/// Creates a console user with a generated password (shown once, to be changed by
+/// the user); TOTP is enrolled at the first login.
 #[utoipa::path(
     post,
     path = "/users",
@@ -144,7 +146,7 @@ async fn create_user(
     let name = body.username.clone();
     let id = state
         .db
-        .run(move |db| db.create_user(&name, &hash, Role::Admin, now()))
+        .run(move |db| db.create_user(&name, &hash, Role::Admin, true, now()))
         .await?;
     audit(
         &state,

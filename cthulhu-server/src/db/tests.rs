@@ -12,7 +12,7 @@ use crate::store::STREAMS_FILE;
 const T0: i64 = 1_700_000_000;
 
 fn admin(db: &Db, name: &str) -> UserId {
-    db.create_user(name, "$argon2id$v=19$hash", Role::Admin, T0)
+    db.create_user(name, "$argon2id$v=19$hash", Role::Admin, false, T0)
         .unwrap()
 }
 
@@ -154,7 +154,7 @@ fn usernames_are_unique_regardless_of_case() {
     let db = Db::open_in_memory().unwrap();
     let id = admin(&db, "Alice");
     let err = db
-        .create_user("aLICE", "$argon2id$other", Role::Admin, T0)
+        .create_user("aLICE", "$argon2id$other", Role::Admin, false, T0)
         .unwrap_err();
     assert!(matches!(err, DbError::Conflict(_)), "{err:?}");
     assert!(!err.to_string().contains("argon2"), "{err}");
@@ -259,6 +259,46 @@ fn password_and_totp_lifecycle() {
     assert!(!u.totp_enabled);
     assert_eq!((u.totp_secret, u.totp_last_step), (None, None));
     assert!(!db.accept_totp_step(id, 102).unwrap());
+}
+
+#[test]
+fn own_password_change_keeps_only_the_current_session() {
+    let db = Db::open_in_memory().unwrap();
+    let a = admin(&db, "alice");
+    let b = admin(&db, "bob");
+    assert!(db.set_password(a, "$argon2id$seen", true, T0).unwrap());
+    for (id_hash, user) in [(&b"mine"[..], a), (b"other", a), (b"bob", b)] {
+        db.create_session(id_hash, user, "c", T0, T0 + 100, None)
+            .unwrap();
+    }
+
+    // The hash the caller verified against is no longer there: nothing changes.
+    let stale = db
+        .change_own_password(a, "$argon2id$older", "$argon2id$mine", b"mine", T0 + 1)
+        .unwrap();
+    assert_eq!(stale, None);
+    assert!(db.user_by_id(a).unwrap().unwrap().must_change_password);
+    assert!(db.session(b"other", T0 + 1).unwrap().is_some());
+
+    let revoked = db
+        .change_own_password(a, "$argon2id$seen", "$argon2id$mine", b"mine", T0 + 2)
+        .unwrap();
+    assert_eq!(revoked, Some(1));
+    let u = db.user_by_id(a).unwrap().unwrap();
+    assert_eq!(u.password_hash, "$argon2id$mine");
+    assert!(!u.must_change_password);
+    assert_eq!(u.updated_at, T0 + 2);
+    assert!(db.session(b"mine", T0 + 2).unwrap().is_some(), "kept");
+    assert!(db.session(b"other", T0 + 2).unwrap().is_none(), "revoked");
+    assert!(
+        db.session(b"bob", T0 + 2).unwrap().is_some(),
+        "another user's"
+    );
+    assert_eq!(
+        db.change_own_password(UserId(999), "x", "y", b"mine", T0)
+            .unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -763,13 +803,14 @@ fn poisoned_lock_is_recovered() {
 async fn run_on_a_blocking_thread() {
     let db = Db::open_in_memory().unwrap();
     let id = db
-        .run(|db| db.create_user("alice", "h", Role::Admin, T0))
+        .run(|db| db.create_user("alice", "h", Role::Admin, true, T0))
         .await
         .unwrap();
     let user = db.run(move |db| db.user_by_id(id)).await.unwrap().unwrap();
     assert_eq!(user.username, "alice");
+    assert!(user.must_change_password);
     let err = db
-        .run(|db| db.create_user("ALICE", "h", Role::Admin, T0))
+        .run(|db| db.create_user("ALICE", "h", Role::Admin, false, T0))
         .await
         .unwrap_err();
     assert!(matches!(err, DbError::Conflict(_)), "{err:?}");

@@ -143,21 +143,23 @@ fn keep_an_admin(tx: &Transaction<'_>, id: UserId, what: &str) -> Result<(), DbE
 }
 
 impl Db {
-    /// Creates a user. A name already taken (in any ASCII case) is a
+    /// Creates a user; `must_change_password` for a password someone else has seen
+    /// (a generated one). A name already taken (in any ASCII case) is a
     /// [`DbError::Conflict`].
     pub(crate) fn create_user(
         &self,
         username: &str,
         password_hash: &str,
         role: Role,
+        must_change_password: bool,
         now: i64,
     ) -> Result<UserId, DbError> {
         let conn = self.lock();
         conn.prepare_cached(
-            "INSERT INTO users (username, password_hash, role, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4)",
+            "INSERT INTO users (username, password_hash, role, must_change_password, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
         )?
-        .execute((username, password_hash, role, now))
+        .execute((username, password_hash, role, must_change_password, now))
         .map_err(|e| unique_or(e, || format!("user \"{username}\" already exists")))?;
         Ok(UserId(conn.last_insert_rowid()))
     }
@@ -240,6 +242,38 @@ impl Db {
              WHERE id = ?1",
             (id, password_hash, must_change, now),
         )? > 0)
+    }
+
+    /// The user's own password change: replaces the hash if it is still
+    /// `current_hash` (the one the caller verified the current password against),
+    /// clears `must_change_password` and revokes the user's other live sessions, all
+    /// in one transaction; `keep_session` (the id hash of the session making the
+    /// change) stays. Returns how many sessions were revoked, or None if the user is
+    /// gone or its password changed meanwhile (nothing is changed then).
+    pub(crate) fn change_own_password(
+        &self,
+        id: UserId,
+        current_hash: &str,
+        new_hash: &str,
+        keep_session: &[u8],
+        now: i64,
+    ) -> Result<Option<usize>, DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE users SET password_hash = ?3, must_change_password = 0, updated_at = ?4 \
+             WHERE id = ?1 AND password_hash = ?2",
+            (id, current_hash, new_hash, now),
+        )? > 0;
+        if !changed {
+            return Ok(None);
+        }
+        let revoked = tx.execute(
+            "UPDATE sessions SET revoked = 1 WHERE user_id = ?1 AND id_hash <> ?2 AND revoked = 0",
+            (id, keep_session),
+        )?;
+        tx.commit()?;
+        Ok(Some(revoked))
     }
 
     /// Starts TOTP enrolment with `secret` (replacing an unconfirmed one). False if
