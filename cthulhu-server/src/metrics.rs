@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cthulhu_core::hub::StreamSnapshot;
-use cthulhu_core::{Hub, RefusalLog, Secret};
+use cthulhu_core::{Hub, MeterReading, RefusalLog, Secret};
 use cthulhu_plugins::{FunctionStats, PluginHost, PluginStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
@@ -168,16 +168,19 @@ impl Figures {
     fn destinations(&self) -> impl Iterator<Item = ([(&'static str, &str); 2], DestFigures)> {
         self.views.iter().flat_map(|v| {
             v.destinations.iter().map(move |d| {
+                let traffic = d.traffic.map(|t| t.reading).unwrap_or_default();
                 let figures = match &d.status {
                     Some(st) => DestFigures {
                         state: state_name(&st.state),
                         connects: st.connects,
                         failures: st.failures,
+                        traffic,
                     },
                     None => DestFigures {
                         state: "stopped",
                         connects: 0,
                         failures: 0,
+                        traffic,
                     },
                 };
                 (
@@ -220,6 +223,7 @@ struct DestFigures {
     state: &'static str,
     connects: u64,
     failures: u64,
+    traffic: MeterReading,
 }
 
 /// Writes one gauge family.
@@ -312,6 +316,21 @@ impl Collector for Figures {
                 .iter()
                 .map(|s| (stream_labels(s), count(s.subscribers.len()))),
         )?;
+        gauges(
+            &mut enc,
+            "stream_players",
+            "Players connected, by protocol",
+            self.streams.iter().flat_map(|s| {
+                s.players_by_protocol()
+                    .into_iter()
+                    .map(move |(protocol, n)| {
+                        (
+                            [("stream", s.path.as_str()), ("protocol", protocol)],
+                            count(n),
+                        )
+                    })
+            }),
+        )?;
         counters(
             &mut enc,
             "stream_dropped_frames",
@@ -351,6 +370,18 @@ impl Collector for Figures {
             "destination_failures",
             "Pushes that failed (each is retried with backoff)",
             self.destinations().map(|(l, d)| (l, d.failures)),
+        )?;
+        counters(
+            &mut enc,
+            "destination_sent_bytes",
+            "Bytes written to the destination since it was started",
+            self.destinations().map(|(l, d)| (l, d.traffic.bytes_sent)),
+        )?;
+        counters(
+            &mut enc,
+            "destination_dropped_frames",
+            "Frames dropped because the destination fell behind (skips to a keyframe)",
+            self.destinations().map(|(l, d)| (l, d.traffic.dropped)),
         )?;
         gauges(
             &mut enc,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use cthulhu_core::{Hub, StreamPath};
 
+use crate::control::Changes;
+
 /// How often the counters are read.
 const PERIOD: Duration = Duration::from_secs(1);
 /// Samples kept per stream: ten periods back and now.
@@ -37,11 +39,11 @@ impl std::fmt::Debug for Rates {
 }
 
 impl Rates {
-    /// Starts sampling `hub`.
-    pub(crate) fn start(hub: Hub) -> Self {
+    /// Starts sampling `hub`; each sample counts as a change on `changes`.
+    pub(crate) fn start(hub: Hub, changes: Changes) -> Self {
         let rates = Self::default();
         let weak = Arc::downgrade(&rates.samples);
-        tokio::spawn(sample(hub, weak));
+        tokio::spawn(sample(hub, weak, changes));
         rates
     }
 
@@ -89,7 +91,7 @@ fn bitrate(ring: &VecDeque<(Instant, u64)>) -> Option<Bitrate> {
     })
 }
 
-async fn sample(hub: Hub, samples: Weak<Mutex<Samples>>) {
+async fn sample(hub: Hub, samples: Weak<Mutex<Samples>>, changes: Changes) {
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -105,6 +107,8 @@ async fn sample(hub: Hub, samples: Weak<Mutex<Samples>>) {
         let now = Instant::now();
         let mut guard = samples.lock().unwrap_or_else(PoisonError::into_inner);
         Rates::record(&mut guard, now, counters);
+        drop(guard);
+        changes.bump_sample();
     }
 }
 

@@ -365,7 +365,8 @@ impl Server {
                 limiter: crate::auth::limit::LoginLimiter::default(),
                 // On HTTPS only, the session cookie is `Secure`.
                 secure_cookies: tls.is_some(),
-                rates: crate::rates::Rates::start(hub.clone()),
+                rates: crate::rates::Rates::start(hub.clone(), control.changes().clone()),
+                streams_cache: Default::default(),
             });
             let metrics = crate::metrics::router(Arc::new(crate::metrics::MetricsState {
                 hub: hub.clone(),

@@ -112,6 +112,79 @@ async fn destinations_change_live_through_the_api() -> Result<()> {
             .is_some_and(|u| u.ends_with("/live/***")),
         "{live}"
     );
+
+    // The live figures: an ffmpeg player counts as an RTMP player with its bytes,
+    // the GOP is the publisher's (30 frames at 30 fps), and both destinations show
+    // what they were sent.
+    let mut player = cthulhu_testkit::Ffmpeg::spawn([
+        "-loglevel",
+        "error",
+        "-i",
+        &srv.url("studio"),
+        "-f",
+        "null",
+        "-",
+    ])
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        let (_, s) = call(
+            &http,
+            &srv,
+            Some(&token),
+            Method::GET,
+            "streams/live/studio",
+            None,
+        )
+        .await?;
+        let sent = |name: &str| {
+            s["destinations"]
+                .as_array()
+                .and_then(|ds| ds.iter().find(|d| d["name"] == name))
+                .map_or(0, |d| d["bitrate"].as_u64().unwrap_or(0))
+        };
+        if s["players_by_protocol"]["rtmp"] == 1
+            && !s["gop"].is_null()
+            && s["bytes_to_players"].as_u64().unwrap_or(0) > 0
+            && sent("steady") > 0
+            && sent("added") > 0
+        {
+            break s;
+        }
+        ensure!(Instant::now() < deadline, "figures never showed: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    ensure!(
+        stream["players"] == 1 && stream["players_by_protocol"]["srt"] == 0,
+        "{stream}"
+    );
+    ensure!(stream["gop"]["frames"] == 30, "{stream}");
+    let gop_secs = stream["gop"]["seconds"].as_f64().unwrap_or(0.0);
+    ensure!((gop_secs - 1.0).abs() < 0.05, "{stream}");
+    for d in stream["destinations"].as_array().into_iter().flatten() {
+        let bitrate = d["bitrate"].as_u64().unwrap_or(0);
+        ensure!(
+            d["bytes_sent"].as_u64().unwrap_or(0) > 10_000
+                && (100_000..5_000_000).contains(&bitrate)
+                && d["drops"] == 0,
+            "a destination's figures: {d}"
+        );
+    }
+    let metrics = srv.metrics().await?;
+    ensure!(
+        metrics.contains(r#"cthulhu_stream_players{stream="live/studio",protocol="rtmp"} 1"#),
+        "players by protocol in /metrics"
+    );
+    ensure!(
+        common::sample(
+            &metrics,
+            r#"cthulhu_destination_sent_bytes_total{stream="live/studio",destination="added"}"#
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "bytes sent in /metrics"
+    );
+    player.kill().await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // Disable: the push unpublishes and stops.

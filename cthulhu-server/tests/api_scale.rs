@@ -9,7 +9,9 @@
 //! `/metrics` (100 requests each, one at a time) and reports p50, p99 and the
 //! largest. The destinations point at a closed port and their streams are not live,
 //! so every supervisor waits for its stream: what is measured is the control plane's
-//! snapshot and the encoding.
+//! snapshot and the encoding. Then, with all of that in place, destinations are added
+//! to one live stream (ffmpeg publishing to nginx-rtmp), timing each from its 201 to
+//! the first answer that shows it connecting or live.
 
 mod common;
 
@@ -92,7 +94,8 @@ async fn streams_and_metrics_with_a_thousand_streams_of_ten_destinations() -> Re
         percentile(&add_times, 0.5),
         percentile(&add_times, 0.99)
     );
-    let (list, list_bytes) = time_gets(&http, &srv.api("streams"), Some(&token), 100).await?;
+    let reps = env_usize("SCALE_REQUESTS", 100);
+    let (list, list_bytes) = time_gets(&http, &srv.api("streams"), Some(&token), reps).await?;
     let (metrics, metrics_bytes) = time_gets(
         &http,
         &format!("http://127.0.0.1:{}/metrics", srv.http_port),
@@ -112,5 +115,84 @@ async fn streams_and_metrics_with_a_thousand_streams_of_ten_destinations() -> Re
         );
     }
     eprintln!("server RSS {} KiB", srv.rss_kib().unwrap_or(0));
+
+    // With all of that running: destinations added to a live stream (ffmpeg
+    // publishing, nginx-rtmp receiving), each timed from the request to its 201 and
+    // from the 201 to the first answer showing it connecting or live.
+    let nginx = cthulhu_testkit::Nginx::start_rtmp(cthulhu_testkit::free_port()).await?;
+    let resp = http
+        .post(srv.api("streams"))
+        .bearer_auth(&token)
+        .json(&json!({"path": "live/hot", "key": "hot-key-31415"}))
+        .send()
+        .await?;
+    ensure!(resp.status().as_u16() == 201, "{}", resp.status());
+    let _publisher = cthulhu_testkit::Ffmpeg::publish_test_pattern(
+        &srv.url("hot-key-31415"),
+        &cthulhu_testkit::PublishOptions::default(),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s: serde_json::Value = http
+            .get(srv.api("streams/live/hot"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if s["live"] == true {
+            break;
+        }
+        ensure!(Instant::now() < deadline, "live/hot never went live");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut answered, mut connecting) = (Vec::new(), Vec::new());
+    for d in 0..env_usize("SCALE_LIVE_DESTS", 20) {
+        let name = format!("hot{d}");
+        let t0 = Instant::now();
+        let resp = http
+            .post(srv.api("streams/live/hot/destinations"))
+            .bearer_auth(&token)
+            .json(&json!({"name": name, "url": nginx.url(&format!("hot{d}"))}))
+            .send()
+            .await?;
+        ensure!(resp.status().as_u16() == 201, "{}", resp.status());
+        let body: serde_json::Value = resp.json().await?;
+        let t201 = Instant::now();
+        answered.push(t201 - t0);
+        let mut state = body["state"].as_str().unwrap_or("").to_owned();
+        while state != "connecting" && state != "live" {
+            ensure!(
+                t201.elapsed() < Duration::from_secs(10),
+                "{name} stayed {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let s: serde_json::Value = http
+                .get(srv.api("streams/live/hot"))
+                .bearer_auth(&token)
+                .send()
+                .await?
+                .json()
+                .await?;
+            state = s["destinations"]
+                .as_array()
+                .and_then(|ds| ds.iter().find(|x| x["name"] == name.as_str()))
+                .and_then(|x| x["state"].as_str())
+                .unwrap_or("")
+                .to_owned();
+        }
+        connecting.push(t201.elapsed());
+    }
+    answered.sort();
+    connecting.sort();
+    eprintln!(
+        "live destinations added: 201 p50 {:?}, max {:?}; 201 -> connecting or live p50 {:?}, max {:?} ({} destinations)",
+        percentile(&answered, 0.5),
+        answered.last().copied().unwrap_or_default(),
+        percentile(&connecting, 0.5),
+        connecting.last().copied().unwrap_or_default(),
+        connecting.len()
+    );
     Ok(())
 }

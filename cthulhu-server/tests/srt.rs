@@ -117,7 +117,23 @@ async fn srt_publish_plays_over_rtmp_and_srt_and_pushes_to_nginx() -> Result<()>
     );
 
     let srt_play = ffmpeg_srt(srv.srt_port, "#!::r=live/studio,m=request", "");
-    let play = decode_check(&srt_play, Duration::from_secs(3)).await?;
+    // While it plays, /metrics counts it as the stream's one SRT player.
+    let counted = async {
+        let series = r#"cthulhu_stream_players{stream="live/studio",protocol="srt"} 1"#;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            if srv.metrics().await.is_ok_and(|m| m.contains(series)) {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (play, counted) = tokio::join!(decode_check(&srt_play, Duration::from_secs(3)), counted);
+    let play = play?;
+    assert!(counted, "the SRT player was never counted in /metrics");
     play.ensure_clean()?;
     assert_eq!(play.dimensions, Some((640, 360)));
     assert_eq!(play.sample_rate, Some(48_000));

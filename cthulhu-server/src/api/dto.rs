@@ -1,6 +1,8 @@
 //! The API's JSON shapes (the core stays free of serde). Nothing here carries a key:
 //! destination URLs are the redacted ones.
 
+use std::collections::BTreeMap;
+
 use cthulhu_core::hub::StreamSnapshot;
 use cthulhu_core::supervisor::{DestinationState, DestinationStatus};
 use serde::{Deserialize, Serialize};
@@ -61,10 +63,17 @@ pub(super) struct Stream {
     frames_in: u64,
     /// The tracks of the latest publish.
     tracks: Vec<Track>,
-    /// Everything reading the stream: players, destinations and recorders.
+    /// The last complete GOP (video streams, from the second keyframe on).
+    gop: Option<Gop>,
+    /// Hub subscriptions reading the stream: destinations, recorders and the shared
+    /// writers of the players.
     subscribers: usize,
-    /// Players only.
+    /// Players, every protocol.
     players: usize,
+    /// Players by protocol (`rtmp`, `srt`).
+    players_by_protocol: BTreeMap<String, usize>,
+    /// Bytes sent to the players now connected.
+    bytes_to_players: u64,
     /// The destinations, by name.
     destinations: Vec<Destination>,
     /// The recordings, by id.
@@ -82,6 +91,15 @@ pub(super) struct Publisher {
     remote: Option<String>,
     /// When it went live (Unix seconds).
     since: Option<u64>,
+}
+
+/// A stream's GOP: from a video keyframe to the next.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Gop {
+    /// Video frames in it, the keyframe included.
+    frames: u32,
+    /// Its length in seconds.
+    seconds: f64,
 }
 
 /// A stream's incoming bitrate.
@@ -125,6 +143,14 @@ pub(super) struct Destination {
     /// Its supervisor's state.
     #[serde(flatten)]
     status: Status,
+    /// Bytes sent since it was started (0 while disabled).
+    bytes_sent: u64,
+    /// Bit rate sent over the last second, in bit/s (absent until sampled twice).
+    bitrate: Option<u64>,
+    /// Frames dropped because it fell behind (it skips to the next keyframe).
+    drops: u64,
+    /// Bytes waiting for it now: how far it lags.
+    backlog_bytes: u64,
 }
 
 /// A destination's state change, as the event stream sends it (`destination`).
@@ -426,12 +452,15 @@ pub(super) fn stream(
                 .collect()
         })
         .unwrap_or_default();
-    let players = live.map_or(0, |s| {
-        s.subscribers
-            .iter()
-            .filter(|sub| !sub.label.starts_with("push:") && !sub.label.starts_with("record"))
-            .count()
-    });
+    // Not live: no players, but the protocols are listed all the same.
+    let players_by_protocol: BTreeMap<String, usize> = live
+        .map(|s| s.players_by_protocol())
+        .unwrap_or_else(|| cthulhu_core::hub::PLAYER_PROTOCOLS.map(|p| (p, 0)).to_vec())
+        .into_iter()
+        .map(|(p, n)| (p.to_owned(), n))
+        .collect();
+    let bytes_to_players = live.map_or(0, |s| s.players().map(|m| m.reading.bytes_sent).sum());
+    let players = players_by_protocol.values().sum();
     Stream {
         path: view.path.as_str().to_owned(),
         origin: view.origin.as_str(),
@@ -452,8 +481,14 @@ pub(super) fn stream(
         bytes_in: live.map_or(0, |s| s.bytes_in),
         frames_in: live.map_or(0, |s| s.frames_in),
         tracks,
+        gop: live.and_then(|s| s.gop).map(|g| Gop {
+            frames: g.frames,
+            seconds: g.duration.as_secs_f64(),
+        }),
         subscribers: live.map_or(0, |s| s.subscribers.len()),
         players,
+        players_by_protocol,
+        bytes_to_players,
         destinations: view.destinations.iter().map(destination).collect(),
         recordings: view
             .recordings
@@ -471,6 +506,10 @@ pub(super) fn destination(d: &DestinationView) -> Destination {
         origin: d.origin.as_str(),
         enabled: d.enabled,
         status: status(d.status.as_ref()),
+        bytes_sent: d.traffic.map_or(0, |t| t.reading.bytes_sent),
+        bitrate: d.traffic.and_then(|t| t.bitrate),
+        drops: d.traffic.map_or(0, |t| t.reading.dropped),
+        backlog_bytes: d.traffic.map_or(0, |t| t.reading.backlog_bytes),
     }
 }
 

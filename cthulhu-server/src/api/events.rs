@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ApiState, Caller, all_streams, dto};
+use super::{ApiState, Caller, all_streams_json, dto};
 
 /// The event stream (Server-Sent Events): a `snapshot` event first, then one
 /// `destination` event per state change; a reader too slow for the buffer gets a
@@ -56,9 +56,9 @@ pub(super) async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn snapshot(state: &ApiState) -> Event {
+async fn snapshot(state: &Arc<ApiState>) -> Event {
+    let json = all_streams_json(state).await;
     Event::default()
         .event("snapshot")
-        .json_data(all_streams(state).await)
-        .unwrap_or_default()
+        .data(String::from_utf8_lossy(&json))
 }

@@ -44,7 +44,7 @@ use utoipa_axum::routes;
 
 use crate::auth;
 use crate::config::{Config, PushUrl};
-use crate::control::{Control, ControlError, DestinationPatch, Origin, PushSpec};
+use crate::control::{ChangeCount, Control, ControlError, DestinationPatch, Origin, PushSpec};
 use crate::db::{Db, DbError, NewAudit, unix_now as now};
 use dto::{DestinationParams, ErrorBody, StreamParams, TokenParams};
 
@@ -69,6 +69,35 @@ pub(crate) struct ApiState {
     pub(crate) secure_cookies: bool,
     /// Incoming bitrates.
     pub(crate) rates: crate::rates::Rates,
+    /// The last stream list, while nothing it shows has changed.
+    pub(crate) streams_cache: StreamsCache,
+}
+
+/// The JSON of the last stream list and the change counts it was built at
+/// ([`crate::control::Control::changes`]). Building the list of 1,000 streams of 10
+/// destinations costs tens of milliseconds; a console, its event stream and scripts
+/// asking again share one build:
+/// - after a change of desired state or of a status, the next request builds (so a
+///   change made through the API shows in the next answer);
+/// - when only the once-a-second sample of the counters moved, the request gets the
+///   last list at once and the next one is built aside (the counters shown are then
+///   at most a sample and a build late).
+#[derive(Default)]
+pub(crate) struct StreamsCache {
+    last: std::sync::Mutex<Option<(ChangeCount, axum::body::Bytes)>>,
+    /// Held while building: one build at a time.
+    build: tokio::sync::Mutex<()>,
+    /// A build aside is under way.
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+impl StreamsCache {
+    fn last(&self) -> Option<(ChangeCount, axum::body::Bytes)> {
+        self.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The API's routes, and the OpenAPI document describing them
@@ -368,11 +397,68 @@ async fn audit(state: &ApiState, caller: &Caller, action: &'static str, target: 
     tag = "streams",
     responses((status = 200, description = "Every stream", body = dto::StreamList))
 )]
-async fn list_streams(
-    State(state): State<Arc<ApiState>>,
-    _caller: Caller,
-) -> Result<Json<dto::StreamList>, ApiError> {
-    Ok(Json(all_streams(&state).await))
+async fn list_streams(State(state): State<Arc<ApiState>>, _caller: Caller) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        all_streams_json(&state).await,
+    )
+        .into_response()
+}
+
+/// [`all_streams`] as JSON, from the cache (see [`StreamsCache`]).
+pub(super) async fn all_streams_json(state: &Arc<ApiState>) -> axum::body::Bytes {
+    let now = state.control.changes().get();
+    let cache = &state.streams_cache;
+    if let Some((at, body)) = cache.last() {
+        if at == now {
+            return body;
+        }
+        if at.state == now.state {
+            if !cache
+                .refreshing
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    build_streams_json(&state).await;
+                    state
+                        .streams_cache
+                        .refreshing
+                        .store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            return body;
+        }
+    }
+    build_streams_json(state).await
+}
+
+/// Builds the stream list's JSON and keeps it (unless another build, waited for,
+/// is already current).
+async fn build_streams_json(state: &ApiState) -> axum::body::Bytes {
+    let cache = &state.streams_cache;
+    let _building = cache.build.lock().await;
+    // Read before building: a change during the build makes the next request build.
+    let at = state.control.changes().get();
+    if let Some((built_at, body)) = cache.last()
+        && built_at == at
+    {
+        return body;
+    }
+    let list = all_streams(state).await;
+    let body = match serde_json::to_vec(&list) {
+        Ok(json) => axum::body::Bytes::from(json),
+        // Derived structs of strings, numbers and string-keyed maps: not expected.
+        Err(e) => {
+            tracing::error!(error = %e, "Stream list not serialized");
+            return axum::body::Bytes::from_static(b"{\"streams\":[]}");
+        }
+    };
+    *cache
+        .last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((at, body.clone()));
+    body
 }
 
 /// `{"streams": [...]}`: every stream with its live figures and destinations (the

@@ -30,7 +30,7 @@ use cthulhu_core::policy::StreamRule;
 use cthulhu_core::supervisor::{
     BackoffPolicy, Destination, DestinationState, DestinationStatus, Supervisor, SupervisorHandle,
 };
-use cthulhu_core::{Hub, Route, Secret, StaticRouter, StreamPath};
+use cthulhu_core::{Hub, Meter, MeterReading, Route, Secret, StaticRouter, StreamPath};
 use cthulhu_plugins::{PolicyChain, Recording as PluginRecording};
 use cthulhu_rtmp::{PushConfig as RtmpPushConfig, PushGroup, RtmpPush};
 use cthulhu_srt::{SrtPush, SrtPushConfig};
@@ -164,6 +164,63 @@ pub(crate) struct DestinationView {
     pub(crate) enabled: bool,
     /// The supervisor's status; None while disabled.
     pub(crate) status: Option<DestinationStatus>,
+    /// What was sent to it since it started; None while disabled.
+    pub(crate) traffic: Option<Traffic>,
+}
+
+/// What a running destination was sent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Traffic {
+    /// Bytes written, frames dropped (it fell behind) and bytes waiting now.
+    pub(crate) reading: MeterReading,
+    /// Bit rate over the last second (None until sampled twice).
+    pub(crate) bitrate: Option<u64>,
+}
+
+impl Running {
+    fn traffic(&self) -> Traffic {
+        Traffic {
+            reading: self.meter.reading(),
+            bitrate: self.sampled.1,
+        }
+    }
+}
+
+/// How often the destinations' counters are sampled for their bit rates.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Counters of changes to what the control plane shows (see [`Control::changes`]);
+/// cheap to clone, all clones share the counts.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Changes(Arc<[std::sync::atomic::AtomicU64; 2]>);
+
+/// The two counts of [`Changes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ChangeCount {
+    /// Changes of desired state or of a status (a view older than this is wrong).
+    pub(crate) state: u64,
+    /// Samples of the counters (a view older than this is only a second late).
+    pub(crate) samples: u64,
+}
+
+impl Changes {
+    /// Desired state or a status changed.
+    pub(crate) fn bump(&self) {
+        self.0[0].fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The counters were sampled (rates, bytes).
+    pub(crate) fn bump_sample(&self) {
+        self.0[1].fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The counts now.
+    pub(crate) fn get(&self) -> ChangeCount {
+        ChangeCount {
+            state: self.0[0].load(std::sync::atomic::Ordering::Acquire),
+            samples: self.0[1].load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
 }
 
 /// What the API shows of one stream's desired state.
@@ -267,6 +324,7 @@ enum Command {
 pub(crate) struct Control {
     tx: mpsc::Sender<Command>,
     events: broadcast::Sender<DestinationEvent>,
+    changes: Changes,
 }
 
 impl fmt::Debug for Control {
@@ -304,8 +362,10 @@ impl Control {
                 ..RtmpPushConfig::default()
             },
         );
+        let changes = Changes::default();
         let task = Task {
             hub,
+            changes: changes.clone(),
             settings,
             push_group,
             chain,
@@ -320,7 +380,21 @@ impl Control {
             stopping: JoinSet::new(),
         };
         let join = tokio::spawn(task.run(rx));
-        (Self { tx, events }, join)
+        (
+            Self {
+                tx,
+                events,
+                changes,
+            },
+            join,
+        )
+    }
+
+    /// The counter that moves whenever what [`Control::snapshot`] answers may have
+    /// changed: a change of desired state, a destination's or recording's status, or
+    /// the once-a-second sample of the destinations' counters.
+    pub(crate) fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     /// Destination status changes, as they happen. A reader that falls behind gets
@@ -494,10 +568,15 @@ struct Running {
     handle: SupervisorHandle,
     /// Forwards the supervisor's status changes to the event stream.
     forward: tokio::task::AbortHandle,
+    /// What the push sent and dropped (updated by its writer).
+    meter: Arc<Meter>,
+    /// Bytes sent at the last sample, and the bit rate between the last two.
+    sampled: (u64, Option<u64>),
 }
 
 struct Task {
     hub: Hub,
+    changes: Changes,
     settings: PushSettings,
     push_group: PushGroup,
     chain: Option<Arc<PolicyChain>>,
@@ -519,10 +598,19 @@ struct Task {
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let mut hub_events = self.hub.events();
+        let mut sample = tokio::time::interval(SAMPLE_EVERY);
+        sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = sample.tick() => {
+                    self.sample();
+                    self.changes.bump_sample();
+                }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
+                    if !matches!(cmd, Command::Snapshot { .. } | Command::Stream { .. }) {
+                        self.changes.bump();
+                    }
                     if let Some(reply) = self.handle(cmd).await {
                         self.stop_all().await;
                         let _ = reply.send(());
@@ -530,10 +618,17 @@ impl Task {
                     }
                 }
                 ev = hub_events.recv() => match ev {
-                    Ok(HubEvent::Published { path, .. }) => self.published(&path).await,
-                    Ok(HubEvent::Recording(ev)) => self.recording_event(&ev),
-                    Ok(_) => {}
+                    Ok(HubEvent::Published { path, .. }) => {
+                        self.changes.bump();
+                        self.published(&path).await;
+                    }
+                    Ok(HubEvent::Recording(ev)) => {
+                        self.changes.bump();
+                        self.recording_event(&ev);
+                    }
+                    Ok(_) => self.changes.bump(),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        self.changes.bump();
                         warn!(missed, "Missed hub events: re-routing every live stream");
                         let live: Vec<StreamPath> = self
                             .hub
@@ -1169,6 +1264,7 @@ impl Task {
             .hub
             .subscribe(path, SubscribeOptions::labelled(format!("push:{name}")));
         let redacted = spec.url.redacted();
+        let meter = Meter::shared();
         let push: Box<dyn Destination> = match spec.url.target() {
             PushTarget::Rtmp(url) => {
                 let cfg = RtmpPushConfig {
@@ -1182,7 +1278,9 @@ impl Task {
                     write_timeout: self.settings.stall_timeout,
                 };
                 Box::new(
-                    RtmpPush::new(name.clone(), url.clone(), sub, cfg).in_group(&self.push_group),
+                    RtmpPush::new(name.clone(), url.clone(), sub, cfg)
+                        .in_group(&self.push_group)
+                        .with_meter(meter.clone()),
                 )
             }
             PushTarget::Srt(url) => {
@@ -1191,7 +1289,9 @@ impl Task {
                     grace: self.settings.grace,
                     ..SrtPushConfig::default()
                 };
-                Box::new(SrtPush::new(name.clone(), url.clone(), sub, cfg))
+                Box::new(
+                    SrtPush::new(name.clone(), url.clone(), sub, cfg).with_meter(meter.clone()),
+                )
             }
         };
         match &spec.tls_ca_file {
@@ -1208,10 +1308,12 @@ impl Task {
         );
         let mut rx = handle.watch();
         let events = self.events.clone();
+        let changes = self.changes.clone();
         let (ev_path, ev_name) = (path.clone(), name.clone());
         let forward = tokio::spawn(async move {
             loop {
                 let status = rx.borrow_and_update().clone();
+                changes.bump();
                 let _ = events.send(DestinationEvent {
                     path: ev_path.clone(),
                     name: ev_name.clone(),
@@ -1227,6 +1329,8 @@ impl Task {
             fingerprint: fingerprint(spec),
             handle,
             forward,
+            meter,
+            sampled: (0, None),
         }
     }
 
@@ -1237,6 +1341,16 @@ impl Task {
             handle.stop().await;
             forward.abort();
         });
+    }
+
+    /// Samples every running push's byte counter: its bit rate over the last period.
+    fn sample(&mut self) {
+        let secs = SAMPLE_EVERY.as_secs_f64();
+        for run in self.running.values_mut() {
+            let sent = run.meter.reading().bytes_sent;
+            let rate = (sent.saturating_sub(run.sampled.0) as f64 * 8.0 / secs).round() as u64;
+            run.sampled = (sent, Some(rate));
+        }
     }
 
     async fn stop_all(&mut self) {
@@ -1289,6 +1403,7 @@ impl Task {
                 origin: p.origin,
                 enabled: p.enabled(),
                 status: run_of(&p.spec.name).map(|(_, r)| r.handle.status()),
+                traffic: run_of(&p.spec.name).map(|(_, r)| r.traffic()),
             })
             .collect();
         // Plugin destinations that are not desired pushes.
@@ -1301,6 +1416,7 @@ impl Task {
                     origin: Origin::Plugin,
                     enabled: true,
                     status: Some(status),
+                    traffic: Some(run.traffic()),
                 });
             }
         }
