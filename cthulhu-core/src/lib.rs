@@ -2,13 +2,13 @@
 //!
 //! The protocol-independent heart of Cthulhu: the media model ([`model`]), codec
 //! configuration parsing ([`codec`]), container formats ([`format`](mod@format)), the stream
-//! [`hub`] with its GOP cache and bounded per-subscriber queues, the destination
+//! [`hub`] with its GOP cache and bounded per-subscriber queues, the counters of the
+//! peers a shared writer serves ([`meter`]), the destination
 //! [`supervisor`] and the [`policy`] seams (authorization and routing).
 //!
 //! This crate opens no sockets and no files.
 
 pub mod codec;
-pub mod component;
 pub mod error;
 pub mod format;
 pub mod hub;
@@ -18,7 +18,6 @@ pub mod policy;
 pub mod refusal;
 pub mod supervisor;
 
-pub use component::{ComponentError, Sink, Source};
 pub use error::ModelError;
 pub use hub::{Hub, HubConfig, HubError, Publisher, PublisherOrigin, StreamEvent, Subscriber};
 pub use meter::{Member, MemberStats, Meter, MeterReading};

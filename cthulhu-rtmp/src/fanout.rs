@@ -1284,7 +1284,11 @@ mod tests {
         assert!(!p.skipping);
         let meter = p.member.meter.clone();
         assert!(p.backlog_bytes > 0);
-        assert_eq!(meter.reading().backlog_bytes, p.backlog_bytes as u64, "the lag");
+        assert_eq!(
+            meter.reading().backlog_bytes,
+            p.backlog_bytes as u64,
+            "the lag"
+        );
         let data = drain(&mut p, client).await;
         // The member's meter counts every byte the peer got and every message dropped.
         let reading = meter.reading();
