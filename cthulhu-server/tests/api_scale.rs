@@ -123,12 +123,12 @@ async fn streams_and_metrics_with_a_thousand_streams_of_ten_destinations() -> Re
     let resp = http
         .post(srv.api("streams"))
         .bearer_auth(&token)
-        .json(&json!({"path": "live/hot", "key": "hot-key-31415"}))
+        .json(&json!({"path": "live/hot", "key": "hot-key-3141592653"}))
         .send()
         .await?;
-    ensure!(resp.status().as_u16() == 201, "{}", resp.status());
+    ensure!(resp.status().as_u16() == 201, "{}", resp.text().await?);
     let _publisher = cthulhu_testkit::Ffmpeg::publish_test_pattern(
-        &srv.url("hot-key-31415"),
+        &srv.url("hot-key-3141592653"),
         &cthulhu_testkit::PublishOptions::default(),
     )
     .await?;
@@ -157,7 +157,7 @@ async fn streams_and_metrics_with_a_thousand_streams_of_ten_destinations() -> Re
             .json(&json!({"name": name, "url": nginx.url(&format!("hot{d}"))}))
             .send()
             .await?;
-        ensure!(resp.status().as_u16() == 201, "{}", resp.status());
+        ensure!(resp.status().as_u16() == 201, "{}", resp.text().await?);
         let body: serde_json::Value = resp.json().await?;
         let t201 = Instant::now();
         answered.push(t201 - t0);
