@@ -464,9 +464,10 @@ pub(crate) fn open_db(data_dir: &Path) -> anyhow::Result<Db> {
     Db::open(data_dir).with_context(|| format!("opening the store in {}", data_dir.display()))
 }
 
-/// Hands what was created at runtime (streams, destinations, recordings, enable/disable of the
-/// file's destinations) to the control plane. An entry that no longer makes sense
-/// (a destination of a stream that is gone) is skipped with a warning.
+/// Hands what was created at runtime (streams, destinations, recordings, enable/disable
+/// of the file's destinations and recordings) to the control plane. An entry that no
+/// longer makes sense (a destination of a stream that is gone) is skipped with a
+/// warning.
 async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
     let (streams, dests, recordings, overrides) = db
         .run(|db| {
@@ -528,16 +529,29 @@ async fn load_store(control: &Control, db: &Db) -> anyhow::Result<()> {
             warn!(stream = %r.stream_path, recording = %r.id, error = %e, "Stored recording skipped");
         }
     }
-    for o in overrides.into_iter().filter(|o| o.kind == "destination") {
+    for o in overrides {
         let Ok(path) = StreamPath::new(o.stream_path.as_str()) else {
             continue;
         };
-        let patch = DestinationPatch {
-            enabled: Some(o.enabled),
-            url: None,
-        };
-        if let Err(e) = control.patch_destination(path, o.name.clone(), patch).await {
-            warn!(stream = %o.stream_path, dest = %o.name, error = %e, "Stored override skipped");
+        match o.kind.as_str() {
+            "destination" => {
+                let patch = DestinationPatch {
+                    enabled: Some(o.enabled),
+                    url: None,
+                };
+                if let Err(e) = control.patch_destination(path, o.name.clone(), patch).await {
+                    warn!(stream = %o.stream_path, dest = %o.name, error = %e, "Stored override skipped");
+                }
+            }
+            "recording" => {
+                if let Err(e) = control
+                    .patch_recording(path, o.name.clone(), o.enabled)
+                    .await
+                {
+                    warn!(stream = %o.stream_path, recording = %o.name, error = %e, "Stored override skipped");
+                }
+            }
+            _ => {}
         }
     }
     Ok(())

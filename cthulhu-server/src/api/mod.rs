@@ -12,7 +12,7 @@
 //! Changes go through the [`Control`] handle, so the running destinations change
 //! at once and the others are not touched; destinations created here are kept in the
 //! store and come back at the next start, and enabling or disabling a destination
-//! the config file declares is kept as an override.
+//! or a recording the config file declares is kept as an override.
 
 mod dto;
 mod events;

@@ -1,10 +1,13 @@
-//! Recordings started and stopped at runtime, and the segments recorded:
-//! `POST /api/v1/streams/{app}/{name}/recordings`,
-//! `DELETE /api/v1/streams/{app}/{name}/recordings/{id}`, `GET /api/v1/recordings`.
+//! Recordings started, stopped, enabled and disabled at runtime, and the segments
+//! recorded: `POST /api/v1/streams/{app}/{name}/recordings`,
+//! `PATCH` and `DELETE /api/v1/streams/{app}/{name}/recordings/{id}`,
+//! `GET /api/v1/recordings`.
 //!
 //! A recording made here is kept in the store and comes back at the next start; one
-//! the config file declares is changed there (409). Every finished segment, of any
-//! recording, is listed by `GET /api/v1/recordings`, newest first.
+//! the config file declares is changed there (409), but may be enabled or disabled
+//! here (kept as an override across reloads and restarts). A route plugin's is the
+//! plugin's (409). Every finished segment, of any recording, is listed by
+//! `GET /api/v1/recordings`, newest first.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use utoipa_axum::routes;
 
 use super::dto::{ErrorBody, StreamParams};
 use super::{ApiError, ApiState, Body, Caller, audit, now, stream_path};
-use crate::control::{RecordSpec, RecordingView, state_name, unix_secs};
+use crate::control::{Origin, RecordSpec, RecordingView, state_name, unix_secs};
 use crate::db::{Segment, StoredRecording};
 
 /// Longest segment length accepted (a day), as `segment_seconds` in the file.
@@ -37,7 +40,7 @@ const MAX_PAGE: u32 = 1000;
 pub(super) fn routes() -> OpenApiRouter<Arc<ApiState>> {
     OpenApiRouter::new()
         .routes(routes!(create_recording))
-        .routes(routes!(delete_recording))
+        .routes(routes!(patch_recording, delete_recording))
         .routes(routes!(list_segments))
 }
 
@@ -117,6 +120,7 @@ async fn create_recording(
             .segment_seconds
             .map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
         created_at: now(),
+        enabled: true,
     };
     let spec = RecordSpec::from_stored(&stored).map_err(|e| ApiError::invalid("format", e))?;
     let created = Created {
@@ -175,6 +179,98 @@ async fn delete_recording(
     audit(&state, &caller, "recording.delete", format!("{path}:{id}")).await;
     info!(stream = %path, recording = %id, by = %caller.actor, "API: recording stopped");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PATCH .../recordings/{id}`: enables or disables a recording.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RecordingPatch {
+    /// Whether it records (required). Disabled, the open segment is finished and
+    /// kept; enabled again, a new segment starts while the stream is live.
+    enabled: Option<bool>,
+}
+
+/// Enables or disables a recording of the config file (kept as an override, across
+/// reloads and restarts) or of the API (kept in the store); the others of the stream
+/// are not touched.
+#[utoipa::path(
+    patch,
+    path = "/streams/{app}/{name}/recordings/{id}",
+    tag = "recordings",
+    params(
+        StreamParams,
+        ("id" = String, Path, description = "The recording's id within the stream", example = "record0"),
+    ),
+    request_body = RecordingPatch,
+    responses(
+        (status = 200, description = "Changed", body = Recording),
+        (status = 404, description = "No such stream or recording (`not_found`)", body = ErrorBody),
+        (status = 409, description = "A route plugin's recording, which the plugin decides (`conflict`)", body = ErrorBody),
+        (status = 422, description = "A body without `enabled`, or with other fields (`invalid`)", body = ErrorBody),
+    )
+)]
+async fn patch_recording(
+    State(state): State<Arc<ApiState>>,
+    caller: Caller,
+    Path((app, name, id)): Path<(String, String, String)>,
+    Body(body): Body<RecordingPatch>,
+) -> Result<Json<Recording>, ApiError> {
+    let path = stream_path(&app, &name)?;
+    let Some(on) = body.enabled else {
+        return Err(ApiError::invalid("enabled", "required: true or false"));
+    };
+    let before = recording_view(&state, &path, &id).await?;
+    state
+        .control
+        .patch_recording(path.clone(), id.clone(), on)
+        .await?;
+    let (p, rid, origin) = (path.to_string(), id.clone(), before.origin);
+    let kept = state
+        .db
+        .run(move |db| match origin {
+            Origin::File => db.set_override("recording", &p, &rid, on, now()),
+            _ => db.set_recording_enabled(&p, &rid, on).map(|_| ()),
+        })
+        .await;
+    if let Err(e) = kept {
+        // Not kept: not applied either.
+        let _ = state
+            .control
+            .patch_recording(path.clone(), id.clone(), before.enabled)
+            .await;
+        return Err(e.into());
+    }
+    audit(&state, &caller, "recording.update", format!("{path}:{id}")).await;
+    info!(stream = %path, recording = %id, enabled = on, by = %caller.actor, "API: recording {}", if on { "enabled" } else { "disabled" });
+    let view = recording_view(&state, &path, &id).await?;
+    Ok(Json(recording(&view)))
+}
+
+/// The recording `id` of `path` as the control plane shows it now; 404 if there is
+/// no such stream or recording.
+async fn recording_view(
+    state: &ApiState,
+    path: &StreamPath,
+    id: &str,
+) -> Result<RecordingView, ApiError> {
+    let stream = state.control.stream(path.clone()).await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("stream {path} not found"),
+        )
+    })?;
+    stream
+        .recordings
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("recording {id} of {path} not found"),
+            )
+        })
 }
 
 /// `GET /api/v1/recordings` query.
@@ -284,8 +380,8 @@ pub(super) struct Recording {
     segment_seconds: Option<u64>,
     /// Whether it is enabled.
     enabled: bool,
-    /// `waiting` (for the stream), `live` (recording), `retrying`, `stopped`; absent
-    /// while disabled or when it could not start.
+    /// `waiting` (for the stream), `live` (recording), `retrying`, `stopped` (also
+    /// while disabled); absent when it could not start.
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<&'static str>,
     /// Why the last attempt failed, or why it could not start.
@@ -319,7 +415,11 @@ pub(super) fn recording(v: &RecordingView) -> Recording {
         format: v.container.to_string(),
         segment_seconds: v.segment_duration.map(|d| d.as_secs()),
         enabled: v.enabled,
-        state: v.status.as_ref().map(|s| state_name(&s.state)),
+        state: if v.enabled {
+            v.status.as_ref().map(|s| state_name(&s.state))
+        } else {
+            Some("stopped")
+        },
         last_error: v
             .start_error
             .clone()

@@ -306,6 +306,12 @@ enum Command {
         id: String,
         reply: oneshot::Sender<Result<Applied, ControlError>>,
     },
+    PatchRecording {
+        path: StreamPath,
+        id: String,
+        enabled: bool,
+        reply: oneshot::Sender<Result<Applied, ControlError>>,
+    },
     Snapshot {
         reply: oneshot::Sender<Vec<StreamView>>,
     },
@@ -498,6 +504,26 @@ impl Control {
         self.ask(|reply| Command::RemoveRecording { path, id, reply })
             .await
             .unwrap_or(Err(ControlError::Closed))
+    }
+
+    /// Enables or disables a recording of the config file or the API (kept as an
+    /// override for the file's). Disabled, its recorder stops (the open segment is
+    /// finished and kept); enabled again, it starts a new segment while the stream is
+    /// live. A route plugin's recording is the plugin's to decide: a conflict.
+    pub(crate) async fn patch_recording(
+        &self,
+        path: StreamPath,
+        id: String,
+        enabled: bool,
+    ) -> Result<Applied, ControlError> {
+        self.ask(|reply| Command::PatchRecording {
+            path,
+            id,
+            enabled,
+            reply,
+        })
+        .await
+        .unwrap_or(Err(ControlError::Closed))
     }
 
     /// The desired state with each destination's status.
@@ -735,6 +761,15 @@ impl Task {
                 let r = self.remove_recording(&path, &id);
                 let _ = reply.send(r);
             }
+            Command::PatchRecording {
+                path,
+                id,
+                enabled,
+                reply,
+            } => {
+                let r = self.patch_recording(&path, &id, enabled);
+                let _ = reply.send(r);
+            }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
             }
@@ -749,10 +784,16 @@ impl Task {
     async fn apply_file(&mut self, streams: Vec<StreamConfig>) -> Applied {
         // Overrides of file entries survive the reload.
         let mut overrides: HashMap<(StreamPath, String), bool> = HashMap::new();
+        let mut record_overrides: HashMap<(StreamPath, String), bool> = HashMap::new();
         for s in self.streams.values() {
             for (name, p) in &s.pushes {
                 if let (Origin::File, Some(on)) = (p.origin, p.enabled_override) {
                     overrides.insert((s.spec.path.clone(), name.clone()), on);
+                }
+            }
+            for (id, r) in &s.recordings {
+                if let (Origin::File, Some(on)) = (r.origin, r.enabled_override) {
+                    record_overrides.insert((s.spec.path.clone(), id.clone()), on);
                 }
             }
         }
@@ -812,11 +853,15 @@ impl Task {
             let mut recordings = BTreeMap::new();
             for (i, def) in sc.record.iter().enumerate() {
                 let spec = RecordSpec::from_def(i, def);
+                let enabled_override = record_overrides
+                    .get(&(sc.path.clone(), spec.id.clone()))
+                    .copied();
                 recordings.insert(
                     spec.id.clone(),
                     DesiredRecording {
                         spec,
                         origin: Origin::File,
+                        enabled_override,
                     },
                 );
             }
@@ -1114,7 +1159,7 @@ impl Task {
         let mut out = BTreeMap::new();
         if let Some(s) = self.streams.get(path) {
             for (id, r) in &s.recordings {
-                if r.spec.enabled {
+                if r.enabled() {
                     out.insert(id.clone(), r.spec.clone());
                 }
             }
@@ -1208,6 +1253,7 @@ impl Task {
             DesiredRecording {
                 spec,
                 origin: Origin::Store,
+                enabled_override: None,
             },
         );
         let mut applied = Applied::default();
@@ -1237,23 +1283,75 @@ impl Task {
         Ok(applied)
     }
 
+    /// Enables or disables the recording `id` of `path`: an override for the config
+    /// file's, its spec for the API's; a route plugin's is refused.
+    fn patch_recording(
+        &mut self,
+        path: &StreamPath,
+        id: &str,
+        on: bool,
+    ) -> Result<Applied, ControlError> {
+        let stream = self
+            .streams
+            .get_mut(path)
+            .ok_or_else(|| ControlError::NotFound(format!("stream {path}")))?;
+        match stream.recordings.get_mut(id) {
+            Some(r) => match r.origin {
+                Origin::File => r.enabled_override = Some(on),
+                _ => r.spec.enabled = on,
+            },
+            None => {
+                let planned = self
+                    .plans
+                    .get(path)
+                    .is_some_and(|p| p.recordings.iter().any(|r| r.id == id));
+                if planned {
+                    return Err(ControlError::Conflict(format!(
+                        "recording {id} of {path} is a route plugin's: the plugin decides it at each publish (it cannot be enabled or disabled here)"
+                    )));
+                }
+                return Err(ControlError::NotFound(format!("recording {id} of {path}")));
+            }
+        }
+        if on {
+            info!(stream = %path, recording = %id, "Recording enabled");
+        } else {
+            info!(stream = %path, recording = %id, "Recording disabled");
+        }
+        let mut applied = Applied::default();
+        self.reconcile_recordings(path, &mut applied);
+        Ok(applied)
+    }
+
     /// Keeps each recorder's open segment from its events.
     fn recording_event(&mut self, ev: &RecordingEvent) {
-        let (path, recorder, object) = match ev {
+        // A finished segment clears the open one only if it is that one: the
+        // recorder stopped by a disable finishes its segment after a quick enable
+        // started the next recorder of the same id, and a cut may announce the next
+        // segment before the last one is stored.
+        let (path, recorder, object, finished) = match ev {
             RecordingEvent::Started {
                 path,
                 recorder,
                 object,
                 ..
-            } => (path, recorder, Some(object)),
-            RecordingEvent::SegmentFinished { path, recorder, .. }
-            | RecordingEvent::Failed { path, recorder, .. } => (path, recorder, None),
+            } => (path, recorder, Some(object), None),
+            RecordingEvent::SegmentFinished {
+                path,
+                recorder,
+                object,
+                ..
+            } => (path, recorder, None, Some(object)),
+            RecordingEvent::Failed { path, recorder, .. } => (path, recorder, None, None),
             _ => return,
         };
         let Some(id) = recording_id(path, recorder) else {
             return;
         };
         if let Some(rec) = self.recorders.get_mut(&(path.clone(), id.to_owned())) {
+            if finished.is_some_and(|f| rec.current_object.as_ref() != Some(f)) {
+                return;
+            }
             rec.current_object = object.cloned();
         }
     }
@@ -1421,11 +1519,12 @@ impl Task {
             }
         }
         destinations.sort_by(|a, b| a.name.cmp(&b.name));
-        let recording_view = |spec: &RecordSpec, origin: Origin| {
+        let recording_view = |spec: &RecordSpec, origin: Origin, enabled: bool| {
             let key = (path.clone(), spec.id.clone());
             RecordingView::new(
                 spec,
                 origin,
+                enabled,
                 self.recorders.get(&key),
                 self.record_errors.get(&key),
             )
@@ -1433,12 +1532,12 @@ impl Task {
         let mut recordings: Vec<RecordingView> = s
             .recordings
             .values()
-            .map(|r| recording_view(&r.spec, r.origin))
+            .map(|r| recording_view(&r.spec, r.origin, r.enabled()))
             .collect();
         let planned = self.plans.get(path).map_or(&[][..], |p| &p.recordings[..]);
         for r in planned {
             if !s.recordings.contains_key(&r.id) {
-                recordings.push(recording_view(r, Origin::Plugin));
+                recordings.push(recording_view(r, Origin::Plugin, true));
             }
         }
         StreamView {

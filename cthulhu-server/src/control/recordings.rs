@@ -82,7 +82,7 @@ impl RecordSpec {
             name_template: default_record_name(container.extension()),
             segment_duration,
             segment_bytes: None,
-            enabled: true,
+            enabled: r.enabled,
         })
     }
 
@@ -224,6 +224,16 @@ pub(crate) fn recording_id<'a>(path: &StreamPath, recorder: &'a str) -> Option<&
 pub(super) struct DesiredRecording {
     pub(super) spec: RecordSpec,
     pub(super) origin: Origin,
+    /// A runtime override of `spec.enabled` for a file-origin recording (kept across
+    /// reloads).
+    pub(super) enabled_override: Option<bool>,
+}
+
+impl DesiredRecording {
+    /// Whether it should run: the override if any, else its spec.
+    pub(super) fn enabled(&self) -> bool {
+        self.enabled_override.unwrap_or(self.spec.enabled)
+    }
 }
 
 /// A running recorder.
@@ -283,10 +293,12 @@ pub(crate) struct RecordingView {
 }
 
 impl RecordingView {
-    /// The view of a desired recording and its recorder, if running.
+    /// The view of a desired recording, `enabled` or not, and its recorder, if
+    /// running.
     pub(super) fn new(
         spec: &RecordSpec,
         origin: Origin,
+        enabled: bool,
         running: Option<&RunningRecording>,
         start_error: Option<&String>,
     ) -> Self {
@@ -296,7 +308,7 @@ impl RecordingView {
             storage: spec.storage.clone(),
             container: spec.container,
             segment_duration: spec.segment_duration,
-            enabled: spec.enabled,
+            enabled,
             status: running.map(|r| r.handle.status()),
             stats: running.map(|r| r.handle.stats()),
             current_object: running.and_then(|r| r.current_object.clone()),

@@ -13,7 +13,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::DbError;
 
 /// The migrations, in order: entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// Version 1: the initial schema.
 const V1: &str = "
@@ -118,6 +118,12 @@ CREATE TABLE recording_segments (
     finished_at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX recording_segments_stream ON recording_segments (stream_path, id);
+";
+
+/// Version 3: a recording made through the API may be disabled (and enabled again)
+/// without being deleted; the rows from before are enabled.
+const V3: &str = "
+ALTER TABLE recordings ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1 CHECK (enabled IN (0, 1));
 ";
 
 /// Applies the migrations `conn` lacks. `path` names the database in errors.

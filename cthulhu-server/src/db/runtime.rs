@@ -43,6 +43,8 @@ pub(crate) struct StoredRecording {
     pub(crate) segment_seconds: Option<i64>,
     /// Creation time.
     pub(crate) created_at: i64,
+    /// Whether it records (false: kept, but stopped).
+    pub(crate) enabled: bool,
 }
 
 /// A finished segment of a recording.
@@ -97,8 +99,8 @@ fn destination_from_row(row: &Row<'_>) -> rusqlite::Result<StoredDestination> {
 }
 
 /// Columns of [`recording_from_row`].
-const SELECT_RECORDING: &str =
-    "SELECT id, stream_path, storage, format, segment_seconds, created_at FROM recordings";
+const SELECT_RECORDING: &str = "SELECT id, stream_path, storage, format, segment_seconds, \
+     created_at, enabled FROM recordings";
 
 /// Reads a row of [`SELECT_RECORDING`].
 fn recording_from_row(row: &Row<'_>) -> rusqlite::Result<StoredRecording> {
@@ -109,6 +111,7 @@ fn recording_from_row(row: &Row<'_>) -> rusqlite::Result<StoredRecording> {
         format: row.get(3)?,
         segment_seconds: row.get(4)?,
         created_at: row.get(5)?,
+        enabled: row.get(6)?,
     })
 }
 
@@ -197,7 +200,7 @@ impl Db {
         self.lock()
             .execute(
                 "INSERT INTO recordings (id, stream_path, storage, format, segment_seconds, \
-                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 created_at, enabled) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 (
                     &rule.id,
                     &rule.stream_path,
@@ -205,6 +208,7 @@ impl Db {
                     &rule.format,
                     rule.segment_seconds,
                     rule.created_at,
+                    rule.enabled,
                 ),
             )
             .map_err(|e| unique_or(e, || format!("recording \"{}\" already exists", rule.id)))?;
@@ -233,6 +237,20 @@ impl Db {
             .query_map([stream_path], recording_from_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
+    }
+
+    /// Enables or disables the recording rule `id` of `stream_path`; false if there
+    /// is no such rule.
+    pub(crate) fn set_recording_enabled(
+        &self,
+        stream_path: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<bool, DbError> {
+        Ok(self.lock().execute(
+            "UPDATE recordings SET enabled = ?3 WHERE id = ?1 AND stream_path = ?2",
+            (id, stream_path, enabled),
+        )? > 0)
     }
 
     /// Deletes a recording rule; false if there is no such rule.

@@ -442,6 +442,7 @@ fn streams_crud_and_cascade() {
         format: None,
         segment_seconds: None,
         created_at: T0,
+        enabled: true,
     })
     .unwrap();
     db.set_override("destination", "live/a", "toml-dest", false, T0)
@@ -559,6 +560,7 @@ fn recordings_and_overrides() {
         format: Some("mp4".to_owned()),
         segment_seconds: Some(600),
         created_at: T0,
+        enabled: true,
     };
     db.create_recording(&rule).unwrap();
     assert!(matches!(
@@ -598,6 +600,59 @@ fn recordings_and_overrides() {
     assert!(db.clear_override("destination", "live/main", "yt").unwrap());
     assert!(!db.clear_override("destination", "live/main", "yt").unwrap());
     assert_eq!(db.overrides().unwrap().len(), 1);
+}
+
+#[test]
+fn recordings_are_enabled_and_disabled_in_place() {
+    let db = Db::open_in_memory().unwrap();
+    let rule = |id: &str, enabled| StoredRecording {
+        id: id.to_owned(),
+        stream_path: "live/main".to_owned(),
+        storage: None,
+        format: Some("ts".to_owned()),
+        segment_seconds: None,
+        created_at: T0,
+        enabled,
+    };
+    db.create_recording(&rule("r1", true)).unwrap();
+    db.create_recording(&rule("r2", false)).unwrap();
+    assert!(db.set_recording_enabled("live/main", "r1", false).unwrap());
+    assert!(db.set_recording_enabled("live/main", "r2", true).unwrap());
+    assert_eq!(
+        db.recordings().unwrap(),
+        [rule("r1", false), rule("r2", true)]
+    );
+    // Another stream's id, or none: nothing changes.
+    assert!(!db.set_recording_enabled("live/other", "r1", true).unwrap());
+    assert!(!db.set_recording_enabled("live/main", "r3", true).unwrap());
+    assert!(!db.recordings_of("live/main").unwrap()[0].enabled);
+    // Not a boolean: refused by the schema.
+    let bad = db
+        .lock()
+        .execute("UPDATE recordings SET enabled = 2 WHERE id = 'r1'", []);
+    assert!(bad.is_err(), "{bad:?}");
+}
+
+#[test]
+fn recordings_from_before_the_enabled_column_are_enabled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut conn = Connection::open(tmp.path().join(DB_FILE)).unwrap();
+    migrations::migrate(
+        &mut conn,
+        &migrations::MIGRATIONS[..2],
+        Path::new(IN_MEMORY),
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO recordings (id, stream_path, created_at) VALUES ('old', 'live/a', ?1)",
+        [T0],
+    )
+    .unwrap();
+    drop(conn);
+    let db = Db::open(tmp.path()).unwrap();
+    let [old] = db.recordings().unwrap().try_into().unwrap();
+    assert_eq!(old.id, "old");
+    assert!(old.enabled);
 }
 
 #[test]
