@@ -479,6 +479,12 @@ impl SupervisorHandle {
         self.status.borrow().clone()
     }
 
+    /// What `f` reads of the current status, without copying it (a scrape of
+    /// thousands of destinations needs their states and counts, not their strings).
+    pub fn inspect<R>(&self, f: impl FnOnce(&DestinationStatus) -> R) -> R {
+        f(&self.status.borrow())
+    }
+
     /// A receiver of status changes; the current status counts as seen.
     pub fn watch(&self) -> watch::Receiver<DestinationStatus> {
         self.status.subscribe()

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cthulhu_core::hub::StreamSnapshot;
-use cthulhu_core::{Hub, MeterReading, RefusalLog, Secret};
+use cthulhu_core::{Hub, RefusalLog, Secret};
 use cthulhu_plugins::{FunctionStats, PluginHost, PluginStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
@@ -26,7 +26,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::auth::token::ct_eq;
-use crate::control::{Control, RecordingView, StreamView, state_name};
+use crate::control::{Control, DestinationFigures, RecordingFigures, StreamFigures};
 
 /// What the metrics handler reads.
 pub(crate) struct MetricsState {
@@ -64,7 +64,7 @@ async fn scrape(State(state): State<Arc<MetricsState>>, headers: HeaderMap) -> R
                 .into_response();
         }
     }
-    let views = state.control.snapshot().await;
+    let views = state.control.figures().await;
     let streams = state.hub.snapshot();
     let refusals = state
         .refusals
@@ -103,8 +103,8 @@ async fn scrape(State(state): State<Arc<MetricsState>>, headers: HeaderMap) -> R
     }
 }
 
-/// The exposition of `streams` (the hub) and `views` (desired streams with their
-/// destinations and recordings).
+/// The exposition of `streams` (the hub) and `views` (the figures of the desired
+/// streams' destinations and recordings).
 fn render(figures: Figures) -> Result<String, std::fmt::Error> {
     let mut reg = Registry::with_prefix("cthulhu");
     reg.register_collector(Box::new(figures));
@@ -123,7 +123,7 @@ fn render(figures: Figures) -> Result<String, std::fmt::Error> {
 #[derive(Debug)]
 struct Figures {
     streams: Vec<StreamSnapshot>,
-    views: Vec<StreamView>,
+    views: Vec<StreamFigures>,
     /// (protocol, reason, connections refused since the start).
     refusals: Vec<(&'static str, &'static str, u64)>,
     /// (plugin name, the calls of one of its functions), one per name and function.
@@ -169,37 +169,24 @@ fn stream_labels(s: &StreamSnapshot) -> [(&'static str, &str); 1] {
 
 impl Figures {
     /// Every destination with its stream, and its state, connects and failures.
-    fn destinations(&self) -> impl Iterator<Item = ([(&'static str, &str); 2], DestFigures)> {
+    fn destinations(
+        &self,
+    ) -> impl Iterator<Item = ([(&'static str, &str); 2], &DestinationFigures)> {
         self.views.iter().flat_map(|v| {
             v.destinations.iter().map(move |d| {
-                let traffic = d.traffic.map(|t| t.reading).unwrap_or_default();
-                let figures = match &d.status {
-                    Some(st) => DestFigures {
-                        state: state_name(&st.state),
-                        connects: st.connects,
-                        failures: st.failures,
-                        traffic,
-                    },
-                    None => DestFigures {
-                        state: "stopped",
-                        connects: 0,
-                        failures: 0,
-                        traffic,
-                    },
-                };
                 (
                     [
                         ("stream", v.path.as_str()),
                         ("destination", d.name.as_str()),
                     ],
-                    figures,
+                    d,
                 )
             })
         })
     }
 
     /// Every running recording with its stream, and its counters.
-    fn recordings(&self) -> impl Iterator<Item = ([(&'static str, &str); 2], &RecordingView)> {
+    fn recordings(&self) -> impl Iterator<Item = ([(&'static str, &str); 2], &RecordingFigures)> {
         self.views.iter().flat_map(|v| {
             v.recordings.iter().map(move |r| {
                 (
@@ -220,14 +207,6 @@ impl Figures {
             .iter()
             .map(|(name, f)| ([("plugin", name.as_str()), ("function", f.function)], f))
     }
-}
-
-/// What `/metrics` shows of a destination.
-struct DestFigures {
-    state: &'static str,
-    connects: u64,
-    failures: u64,
-    traffic: MeterReading,
 }
 
 /// Writes one gauge family.
@@ -391,15 +370,9 @@ impl Collector for Figures {
             &mut enc,
             "recording_up",
             "1 while the recording writes (its stream is live and the storage takes it)",
-            self.recordings().map(|(l, r)| {
-                let up = r
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.state.as_str() == "live");
-                (l, i64::from(up))
-            }),
+            self.recordings().map(|(l, r)| (l, i64::from(r.up))),
         )?;
-        let stat = |r: &RecordingView, f: fn(&cthulhu_sinks::RecordingStats) -> u64| {
+        let stat = |r: &RecordingFigures, f: fn(&cthulhu_sinks::RecordingStats) -> u64| {
             r.stats.as_ref().map_or(0, f)
         };
         counters(
@@ -509,6 +482,54 @@ fn process_metrics(reg: &mut Registry) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use cthulhu_core::StreamPath;
+
+    #[test]
+    fn destinations_and_recordings_are_labelled_with_their_stream() {
+        let path = StreamPath::new("live/studio").unwrap();
+        let dest = |name: &str, state: &'static str, sent: u64| DestinationFigures {
+            name: name.to_owned(),
+            state,
+            connects: 2,
+            failures: 1,
+            traffic: cthulhu_core::MeterReading {
+                bytes_sent: sent,
+                dropped: 3,
+                backlog_bytes: 0,
+            },
+        };
+        let text = render(Figures {
+            streams: Vec::new(),
+            views: vec![StreamFigures {
+                path,
+                destinations: vec![dest("youtube", "live", 1000), dest("twitch", "stopped", 0)],
+                recordings: vec![RecordingFigures {
+                    id: "record0".to_owned(),
+                    up: false,
+                    stats: None,
+                }],
+            }],
+            refusals: Vec::new(),
+            plugins: Vec::new(),
+        })
+        .unwrap();
+        for line in [
+            r#"cthulhu_destination_up{stream="live/studio",destination="youtube"} 1"#,
+            r#"cthulhu_destination_up{stream="live/studio",destination="twitch"} 0"#,
+            r#"cthulhu_destination_state{stream="live/studio",destination="twitch",state="stopped"} 1"#,
+            r#"cthulhu_destination_connects_total{stream="live/studio",destination="youtube"} 2"#,
+            r#"cthulhu_destination_failures_total{stream="live/studio",destination="youtube"} 1"#,
+            r#"cthulhu_destination_sent_bytes_total{stream="live/studio",destination="youtube"} 1000"#,
+            r#"cthulhu_destination_dropped_frames_total{stream="live/studio",destination="youtube"} 3"#,
+            r#"cthulhu_recording_up{stream="live/studio",recording="record0"} 0"#,
+            r#"cthulhu_recording_written_bytes_total{stream="live/studio",recording="record0"} 0"#,
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn an_empty_server_exposes_its_process_and_no_streams() {

@@ -846,6 +846,11 @@ impl RecordingHandle {
         self.supervisor.status()
     }
 
+    /// What `f` reads of the current status, without copying it.
+    pub fn inspect_status<R>(&self, f: impl FnOnce(&DestinationStatus) -> R) -> R {
+        self.supervisor.inspect(f)
+    }
+
     /// Status changes.
     pub fn watch(&self) -> watch::Receiver<DestinationStatus> {
         self.supervisor.watch()

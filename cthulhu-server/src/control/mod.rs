@@ -15,6 +15,7 @@
 //! The listeners authorise publishers and players against [`SharedRules`], which the
 //! task replaces whenever the set of streams changes.
 
+mod figures;
 mod recordings;
 mod rules;
 
@@ -40,6 +41,7 @@ use tracing::{info, warn};
 
 use crate::config::{LOCAL_STORAGE, PushTarget, PushUrl, StreamConfig};
 
+pub(crate) use figures::{DestinationFigures, RecordingFigures, StreamFigures};
 use recordings::{DesiredRecording, RunningRecording};
 pub(crate) use recordings::{RecordSpec, RecordingView, Storages, recording_id};
 pub(crate) use rules::SharedRules;
@@ -315,6 +317,9 @@ enum Command {
     Snapshot {
         reply: oneshot::Sender<Vec<StreamView>>,
     },
+    Figures {
+        reply: oneshot::Sender<Vec<StreamFigures>>,
+    },
     Stream {
         path: StreamPath,
         reply: oneshot::Sender<Option<StreamView>>,
@@ -533,6 +538,13 @@ impl Control {
             .unwrap_or_default()
     }
 
+    /// What `/metrics` shows of every stream's destinations and recordings.
+    pub(crate) async fn figures(&self) -> Vec<StreamFigures> {
+        self.ask(|reply| Command::Figures { reply })
+            .await
+            .unwrap_or_default()
+    }
+
     /// One stream's desired state with the status of its destinations and
     /// recordings; None if there is no such stream.
     pub(crate) async fn stream(&self, path: StreamPath) -> Option<StreamView> {
@@ -634,7 +646,10 @@ impl Task {
                 }
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { break };
-                    if !matches!(cmd, Command::Snapshot { .. } | Command::Stream { .. }) {
+                    if !matches!(
+                        cmd,
+                        Command::Snapshot { .. } | Command::Stream { .. } | Command::Figures { .. }
+                    ) {
                         self.changes.bump();
                     }
                     if let Some(reply) = self.handle(cmd).await {
@@ -772,6 +787,9 @@ impl Task {
             }
             Command::Snapshot { reply } => {
                 let _ = reply.send(self.snapshot());
+            }
+            Command::Figures { reply } => {
+                let _ = reply.send(self.figures());
             }
             Command::Stream { path, reply } => {
                 let _ = reply.send(self.stream_view(&path));
