@@ -708,7 +708,8 @@ fn ensure_contiguous(what: &str, run: &SrtRun, tail: u64) -> Result<()> {
 /// jitter, reordering datagrams, in both directions: SRT's retransmissions within its
 /// latency hide it all. The RTMP player of that stream decodes it with `-xerror`,
 /// without a pause, with every frame from the first to the last it got: all 12 s × 30
-/// fps published (a clean SRT path beside it is checked the same way). The server
+/// fps published, or all but the last where the demuxer cannot tell it complete (a
+/// clean SRT path beside it is checked the same way). The server
 /// used to lose the last frames of every SRT publish (it did not flush its MPEG-TS
 /// demuxer on a clean close).
 #[tokio::test]
@@ -725,8 +726,13 @@ async fn srt_publisher_over_a_lossy_jittery_path_loses_no_frame() -> Result<()> 
     ensure_contiguous("clean path", &clean, 3)?;
     let expected = (SRT_SECS * f64::from(SRT_FPS)).round() as u64;
     for (what, run) in [("lossy", &faulty), ("clean", &clean)] {
+        // At most the last frame short, and only that: a last video PES (length 0
+        // in MPEG-TS) that fills its last TS packet exactly cannot be told from one
+        // cut short by the sender's close, and the demuxer drops it (TsDemuxer::flush:
+        // the safe side, about 1 stream in 184). The contiguity check above already
+        // refused a frame missing anywhere else.
         ensure!(
-            run.report.video_frames == expected,
+            run.report.video_frames + 1 >= expected && run.report.video_frames <= expected,
             "over the {what} path the player got {} video frames of {expected} published",
             run.report.video_frames
         );
