@@ -872,6 +872,7 @@ async fn run(
     let mut tick = tokio::time::interval(tick_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut grace_until: Option<Instant> = None;
+    let far_future = Instant::now() + Duration::from_secs(86_400 * 365);
     let mut target_set = false;
     let mut why = "idle";
     'task: loop {
@@ -943,16 +944,16 @@ async fn run(
                     break 'task;
                 }
             }
+            () = tokio::time::sleep_until(grace_until.unwrap_or(far_future)), if grace_until.is_some() => {
+                grace_until = None;
+                let mut w = lock(&stream.window);
+                w.end();
+                stream.changed.send_replace(w.version);
+                info!(stream = %stream.path, "HLS playlist ended: the publisher did not come back");
+            }
             _ = tick.tick() => {
                 if stream.idle_for() >= cfg.idle_timeout {
                     break 'task;
-                }
-                if grace_until.is_some_and(|t| Instant::now() >= t) {
-                    grace_until = None;
-                    let mut w = lock(&stream.window);
-                    w.end();
-                    stream.changed.send_replace(w.version);
-                    info!(stream = %stream.path, "HLS playlist ended: the publisher did not come back");
                 }
                 if let Some(members) = stream.expire_viewers() {
                     sub.set_members(members);
