@@ -333,7 +333,8 @@ async fn a_blocking_reload_returns_when_the_part_appears() {
     assert_eq!(reply.cache_control, CACHE_BLOCKING);
     assert!(answered >= pushed_at, "held until the part was pushed");
     assert!(answered - asked >= Duration::from_millis(300));
-    assert!(answered - pushed_at < Duration::from_millis(300));
+    // Answered (not timed out: that would be an error) after the push: the push woke
+    // it. No upper bound in wall time: a loaded CI machine may be slow to schedule.
     let media = text(&reply);
     let wanted = format!("-{msn}-{part}.m4s");
     assert!(
@@ -379,7 +380,9 @@ async fn blocking_reloads_time_out_and_far_future_ones_are_refused() {
     assert_eq!(err, HlsError::Timeout);
     assert_eq!(err.http_status(), 503);
     assert!(waited >= Duration::from_millis(790), "{waited:?}");
-    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    // Bounded: well past 0.8 s would mean the bound is not applied (5 s leaves room
+    // for a loaded machine).
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
 
     // the hinted part too
     let err = get(
@@ -403,7 +406,8 @@ async fn blocking_reloads_time_out_and_far_future_ones_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err, HlsError::TooFarAhead);
-    assert!(asked.elapsed() < Duration::from_millis(100));
+    // At once: not held for the 0.8 s blocking wait (either of the two would be).
+    assert!(asked.elapsed() < Duration::from_millis(700));
 
     // malformed or unknown
     let err = get(&hls, "media.m3u8", "_HLS_part=1").await.unwrap_err();
