@@ -1479,12 +1479,18 @@ impl Task {
         while self.stopping.join_next().await.is_some() {}
     }
 
-    fn snapshot(&self) -> Vec<StreamView> {
-        // Running pushes by stream, once: a lookup per stream below, not a scan.
+    /// The running pushes by stream, built once per snapshot: a lookup per stream,
+    /// not a scan of every push.
+    fn running_by_path(&self) -> HashMap<&StreamPath, Vec<(&String, &Running)>> {
         let mut by_path: HashMap<&StreamPath, Vec<(&String, &Running)>> = HashMap::new();
         for ((path, name), run) in &self.running {
             by_path.entry(path).or_default().push((name, run));
         }
+        by_path
+    }
+
+    fn snapshot(&self) -> Vec<StreamView> {
+        let by_path = self.running_by_path();
         self.streams
             .values()
             .map(|s| {
